@@ -4,7 +4,14 @@
 //! The crate is a library with a thin binary (`src/main.rs`). The filesystem
 //! core (`fs`) decides; `fuse` only adapts kernel requests to it.
 
+pub mod backing;
 pub mod config;
+pub mod control;
+pub mod error;
+pub mod fs;
+pub mod fuse;
 pub mod layout;
+pub mod mount;
 pub mod quota;
 pub mod routing;
+pub mod scan;

@@ -1,0 +1,326 @@
+//! Safe access to the backing partitions.
+//!
+//! Every object is reached through an `O_PATH` descriptor and every call is
+//! relative to a directory descriptor with exactly one, validated name
+//! component, never following symlinks. So no `..`, no symlink planted in a
+//! backing directory and no rename race can make the daemon touch anything
+//! outside the partition roots: there is no path walk to subvert.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+use crate::error::{FsError, FsResult};
+
+const NAME_MAX: usize = 255;
+const EMPTY: &CStr = c"";
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    cvt(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A name component as the backing syscalls want it: non-empty, no `/`, not
+/// `.` or `..`, at most 255 bytes.
+pub fn component(name: &OsStr) -> FsResult<CString> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_MAX {
+        return Err(FsError::Errno(libc::ENAMETOOLONG));
+    }
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(FsError::Errno(libc::EINVAL));
+    }
+    CString::new(bytes).map_err(|_| FsError::Errno(libc::EINVAL))
+}
+
+/// Opens a partition root (a configured, trusted path).
+pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    owned(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// An `O_PATH` handle on `name` in `dir`, the symlink itself if it is one.
+pub fn lookup_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })
+}
+
+/// `lstat` of `name` in `dir`.
+pub fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    let flags = libc::AT_SYMLINK_NOFOLLOW;
+    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `stat` of the object behind any descriptor, `O_PATH` ones included.
+pub fn stat_fd(fd: BorrowedFd) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+    cvt(unsafe { libc::fstatat(fd.as_raw_fd(), EMPTY.as_ptr(), st.as_mut_ptr(), flags) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `/proc/self/fd/N`: reaches exactly the object behind an `O_PATH`
+/// descriptor without re-resolving any name.
+pub fn proc_path(fd: RawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a formatted number")
+}
+
+/// Opens the object behind an `O_PATH` descriptor for I/O.
+pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
+    let p = proc_path(fd.as_raw_fd());
+    let dropped = libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW;
+    let flags = (flags & !dropped) | libc::O_CLOEXEC;
+    owned(unsafe { libc::open(p.as_ptr(), flags) })
+}
+
+/// Creates and opens a new regular file (`O_EXCL`: never an existing one).
+pub fn create_at(dir: BorrowedFd, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) })
+}
+
+pub fn mkdir_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknod_at(dir: BorrowedFd, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+pub fn symlink_at(target: &OsStr, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    let t = CString::new(target.as_bytes())?;
+    cvt(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+pub fn unlink_at(dir: BorrowedFd, name: &CStr, is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat2`, the native atomic rename with its flags.
+pub fn rename_at(
+    old_dir: BorrowedFd,
+    old: &CStr,
+    new_dir: BorrowedFd,
+    new: &CStr,
+    flags: u32,
+) -> io::Result<()> {
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    };
+    cvt(ret as libc::c_int).map(drop)
+}
+
+/// A new hard link to the object behind `target` (needs CAP_DAC_READ_SEARCH,
+/// which the root daemon has).
+pub fn link_at(target: BorrowedFd, new_dir: BorrowedFd, new: &CStr) -> io::Result<()> {
+    let ret = unsafe {
+        libc::linkat(
+            target.as_raw_fd(),
+            EMPTY.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+pub fn readlink_fd(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn chown_fd(fd: BorrowedFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let uid = uid.unwrap_or(u32::MAX);
+    let gid = gid.unwrap_or(u32::MAX);
+    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+    cvt(unsafe { libc::fchownat(fd.as_raw_fd(), EMPTY.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+pub fn chmod_fd(fd: BorrowedFd, mode: u32) -> io::Result<()> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
+}
+
+pub fn truncate_fd(fd: BorrowedFd, size: u64) -> io::Result<()> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::truncate(p.as_ptr(), size as libc::off_t) }).map(drop)
+}
+
+/// `utimensat`; `None` leaves a time unchanged (`UTIME_OMIT`).
+pub fn utimens_fd(
+    fd: BorrowedFd,
+    atime: Option<libc::timespec>,
+    mtime: Option<libc::timespec>,
+) -> io::Result<()> {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
+}
+
+pub fn statvfs_fd(fd: BorrowedFd) -> io::Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// One entry of a backing directory.
+pub struct DirEntry {
+    pub name: OsString,
+    pub d_type: u8,
+    pub ino: u64,
+}
+
+/// Every entry of a backing directory except `.` and `..`.
+pub fn read_dir(dir: BorrowedFd) -> io::Result<Vec<DirEntry>> {
+    let fd = reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let raw = fd.as_raw_fd();
+    // SAFETY: fdopendir takes ownership of `raw`; closedir below releases it.
+    let stream = unsafe { libc::fdopendir(raw) };
+    if stream.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    std::mem::forget(fd);
+    let mut out = Vec::new();
+    loop {
+        let ent = unsafe { libc::readdir64(stream) };
+        if ent.is_null() {
+            break;
+        }
+        let ent = unsafe { &*ent };
+        let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) }.to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(DirEntry {
+            name: OsString::from_vec(name.to_vec()),
+            d_type: ent.d_type,
+            ino: ent.d_ino,
+        });
+    }
+    unsafe { libc::closedir(stream) };
+    Ok(out)
+}
+
+/// Reads at most `limit` bytes of `name` in `dir`, refusing symlinks and
+/// anything that is not a regular file (used for `cyrus.header`).
+pub fn read_small_file(dir: BorrowedFd, name: &CStr, limit: usize) -> io::Result<Vec<u8>> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let fd = owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    let st = stat_fd(fd.as_fd_ref())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut buf = vec![0u8; limit];
+    let mut len = 0;
+    while len < limit {
+        let n = pread(fd.as_fd_ref(), &mut buf[len..], len as u64)?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
+    let n = unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Small convenience so call sites read `fd.as_fd_ref()`.
+pub trait AsFdRef {
+    fn as_fd_ref(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdRef for OwnedFd {
+    fn as_fd_ref(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+/// Raises the descriptor limit to the hard maximum: every inode the kernel
+/// holds costs the daemon one `O_PATH` descriptor.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The accounting path. Every operation that changes a regular file's size
+//! goes through [`SpoolFs::change_size`]; every operation that adds or
+//! removes a name of one goes through [`SpoolFs::add_name`] /
+//! [`SpoolFs::remove_name`] / [`SpoolFs::move_name`]. Nothing else touches
+//! the ledger, so usage(m) = Σ st_size of the names under m holds by
+//! construction.
+//!
+//! A file is charged once per name in an attributed folder (`charges`, a
+//! multiset of folders). Growth is reserved in the ledger *before* the
+//! backing call, all-or-nothing over every mailbox and tenant touched, and
+//! settled to the size actually reached afterwards.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use log::{info, warn};
+
+use super::SpoolFs;
+use super::inode::{FileNode, FileState, Key, Node};
+use crate::backing::{self, AsFdRef};
+use crate::error::{FsError, FsResult};
+use crate::layout::{CYRUS_HEADER, DirRole, parse_cyrus_header};
+use crate::quota::{ChargeKind, FolderId, Refusal};
+
+/// `cyrus.header` files are small; anything bigger is not one.
+const HEADER_READ_LIMIT: usize = 64 * 1024;
+
+impl SpoolFs {
+    /// The folder files directly in `dir` are charged to (None: nobody).
+    pub(super) fn folder_of(&self, dir: &Node) -> Option<FolderId> {
+        let d = dir.dir()?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut cache = d.folder.lock().unwrap();
+        if !cache.valid || cache.epoch != epoch {
+            cache.folder = self.compute_folder(dir);
+            cache.epoch = epoch;
+            cache.valid = true;
+        }
+        cache.folder
+    }
+
+    fn compute_folder(&self, dir: &Node) -> Option<FolderId> {
+        let path = self.dir_path(dir);
+        match self.layout.classify(&path) {
+            DirRole::Folder(f) => Some(self.ledger.folder(&f)),
+            DirRole::UuidMailbox => self.uuid_owner(&path, dir),
+            DirRole::Unowned => None,
+        }
+    }
+
+    /// The owner of a UUID mailbox directory: remembered, or read from its
+    /// `cyrus.header` (after a restart the scan has remembered it already).
+    fn uuid_owner(&self, path: &Path, dir: &Node) -> Option<FolderId> {
+        if let Some(f) = self.uuid_owners.get(path) {
+            return Some(*f);
+        }
+        let folder = self.read_header(dir)?;
+        self.uuid_owners.insert(path.to_path_buf(), folder);
+        Some(folder)
+    }
+
+    fn read_header(&self, dir: &Node) -> Option<FolderId> {
+        let name = std::ffi::CString::new(CYRUS_HEADER).expect("constant");
+        for (_, fd) in dir.dir()?.copies() {
+            match backing::read_small_file(fd.as_fd_ref(), &name, HEADER_READ_LIMIT) {
+                Ok(bytes) => match parse_cyrus_header(&bytes, self.layout.default_tenant()) {
+                    Ok(f) => return Some(self.ledger.folder(&f)),
+                    Err(e) => warn!(
+                        "{}: unusable {CYRUS_HEADER}: {e}",
+                        self.dir_path(dir).display()
+                    ),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => warn!(
+                    "{}: cannot read {CYRUS_HEADER}: {e}",
+                    self.dir_path(dir).display()
+                ),
+            }
+        }
+        None
+    }
+
+    /// The folder of the backing directory `fd` at spool path `path`
+    /// (used where no node exists: directory renames, the start-up scan).
+    pub fn folder_for_path(&self, path: &Path, fd: BorrowedFd) -> Option<FolderId> {
+        match self.layout.classify(path) {
+            DirRole::Folder(f) => Some(self.ledger.folder(&f)),
+            DirRole::Unowned => None,
+            DirRole::UuidMailbox => {
+                if let Some(f) = self.uuid_owners.get(path) {
+                    return Some(*f);
+                }
+                let name = std::ffi::CString::new(CYRUS_HEADER).expect("constant");
+                let bytes = backing::read_small_file(fd, &name, HEADER_READ_LIMIT).ok()?;
+                let f = parse_cyrus_header(&bytes, self.layout.default_tenant()).ok()?;
+                let id = self.ledger.folder(&f);
+                self.uuid_owners.insert(path.to_path_buf(), id);
+                Some(id)
+            }
+        }
+    }
+
+    /// The scan met a name of a file with several names: remember which
+    /// folder this name charges, so writes through any name charge all.
+    pub fn note_multi_link(&self, st: &libc::stat, folder: Option<FolderId>) {
+        let state = self.files.entry(Key::of(st)).or_insert_with(|| {
+            Arc::new(Mutex::new(FileState {
+                size: st.st_size as u64,
+                nlink: st.st_nlink,
+                ..Default::default()
+            }))
+        });
+        state.lock().unwrap().charges.extend(folder);
+    }
+
+    pub(super) fn charge_kind(&self, name: &OsStr) -> ChargeKind {
+        if self.layout.is_metadata_name(name) {
+            ChargeKind::Metadata
+        } else {
+            ChargeKind::Data
+        }
+    }
+
+    /// The accounting state of a regular file met by name in `parent`:
+    /// the known one (live or multi-link), or a fresh one from its `lstat`.
+    pub(super) fn file_state(
+        &self,
+        key: Key,
+        st: &libc::stat,
+        parent: &Node,
+        name: &OsStr,
+    ) -> Arc<Mutex<FileState>> {
+        let state = self
+            .files
+            .entry(key)
+            .or_insert_with(|| {
+                let charges = self.folder_of(parent).into_iter().collect();
+                Arc::new(Mutex::new(FileState {
+                    size: st.st_size as u64,
+                    nlink: st.st_nlink,
+                    charges,
+                    ..Default::default()
+                }))
+            })
+            .clone();
+        let mut s = state.lock().unwrap();
+        s.metadata = self.layout.is_metadata_name(name);
+        s.parent = parent.ino;
+        s.name = name.to_owned();
+        drop(s);
+        state
+    }
+
+    /// A file node was forgotten: keep its state only if other names need it.
+    pub(super) fn release_file_state(&self, file: &FileNode) {
+        let single_name = file.state.lock().unwrap().nlink <= 1;
+        // Two references: the index's and the dying node's; a third means a
+        // new node for the same file already took it.
+        self.files.remove_if(&file.key, |_, s| {
+            single_name && Arc::ptr_eq(s, &file.state) && Arc::strong_count(s) <= 2
+        });
+    }
+
+    /// THE accounting path for sizes. Under the file's lock: reserve what
+    /// `planned` may add, run `op`, settle to the size `reached` says the
+    /// file now has. A refusal changes nothing and is logged once.
+    pub(super) fn change_size<R>(
+        &self,
+        state: &Mutex<FileState>,
+        what: &'static str,
+        planned: impl FnOnce(u64) -> u64,
+        op: impl FnOnce() -> io::Result<R>,
+        reached: impl FnOnce(&R, u64) -> u64,
+    ) -> FsResult<R> {
+        let mut s = state.lock().unwrap();
+        let old = s.size;
+        let plan = planned(old);
+        if plan > old {
+            let kind = if s.metadata {
+                ChargeKind::Metadata
+            } else {
+                ChargeKind::Data
+            };
+            if let Err(r) = self.ledger.reserve(&s.charges, plan - old, kind) {
+                return Err(self.refused(what, &s, r));
+            }
+        }
+        let charged = old.max(plan);
+        match op() {
+            Ok(r) => {
+                let now = reached(&r, old);
+                self.settle(&s.charges, charged, now);
+                s.size = now;
+                Ok(r)
+            }
+            Err(e) => {
+                self.settle(&s.charges, charged, old);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Brings the charges from `charged` bytes to the `actual` size.
+    fn settle(&self, charges: &[FolderId], charged: u64, actual: u64) {
+        if actual < charged {
+            self.ledger.refund(charges, charged - actual);
+        } else if actual > charged {
+            self.ledger.charge_unchecked(charges, actual - charged);
+        }
+    }
+
+    /// Logs a refusal with everything an operator needs, returns EDQUOT.
+    fn refused(&self, what: &str, s: &FileState, r: Refusal) -> FsError {
+        let path = self
+            .inodes
+            .get(s.parent)
+            .map(|d| self.child_path(&d, &s.name));
+        let path = path.unwrap_or_else(|| Path::new(&s.name).to_path_buf());
+        warn!("EDQUOT: {what} {}: {r}", path.display());
+        FsError::Quota(r)
+    }
+
+    /// A new name for a file in `folder` (link, rename in): reserves its
+    /// size there first; `op` makes the name.
+    pub(super) fn add_name(
+        &self,
+        state: &Mutex<FileState>,
+        folder: Option<FolderId>,
+        name: &OsStr,
+        what: &'static str,
+        op: impl FnOnce() -> FsResult<()>,
+    ) -> FsResult<()> {
+        let mut s = state.lock().unwrap();
+        if let Some(f) = folder {
+            if let Err(r) = self.ledger.reserve(&[f], s.size, self.charge_kind(name)) {
+                return Err(self.refused(what, &s, r));
+            }
+        }
+        if let Err(e) = op() {
+            if let Some(f) = folder {
+                self.ledger.refund(&[f], s.size);
+            }
+            return Err(e);
+        }
+        s.nlink += 1;
+        s.charges.extend(folder);
+        Ok(())
+    }
+
+    /// A name of a file in `folder` goes (unlink, replaced by rename):
+    /// `op` removes it, then its charge is refunded.
+    pub(super) fn remove_name(
+        &self,
+        key: Key,
+        state: &Mutex<FileState>,
+        folder: Option<FolderId>,
+        op: impl FnOnce() -> FsResult<()>,
+    ) -> FsResult<()> {
+        let mut s = state.lock().unwrap();
+        op()?;
+        s.nlink = s.nlink.saturating_sub(1);
+        if let Some(f) = folder {
+            remove_one(&mut s.charges, f);
+            self.ledger.refund(&[f], s.size);
+        }
+        if s.nlink == 0 {
+            self.inodes.forget_key(&key);
+        }
+        let single = s.nlink <= 1;
+        drop(s);
+        if single {
+            // Only multi-name files need their state kept without a node.
+            self.files
+                .remove_if(&key, |_, st| Arc::strong_count(st) == 1);
+        }
+        Ok(())
+    }
+
+    /// A name moves from folder `from` to `to` (rename). Reserves in `to`
+    /// first; `op` does the rename.
+    pub(super) fn move_name(
+        &self,
+        state: &Mutex<FileState>,
+        from: Option<FolderId>,
+        to: Option<FolderId>,
+        new_name: &OsStr,
+        op: impl FnOnce() -> FsResult<()>,
+    ) -> FsResult<()> {
+        let mut s = state.lock().unwrap();
+        let moves = from != to;
+        if let (true, Some(t)) = (moves, to) {
+            if let Err(r) = self
+                .ledger
+                .reserve(&[t], s.size, self.charge_kind(new_name))
+            {
+                return Err(self.refused("rename", &s, r));
+            }
+        }
+        if let Err(e) = op() {
+            if let (true, Some(t)) = (moves, to) {
+                self.ledger.refund(&[t], s.size);
+            }
+            return Err(e);
+        }
+        if moves {
+            if let Some(f) = from {
+                remove_one(&mut s.charges, f);
+                self.ledger.refund(&[f], s.size);
+            }
+            s.charges.extend(to);
+        }
+        s.metadata = self.layout.is_metadata_name(new_name);
+        s.name = new_name.to_owned();
+        Ok(())
+    }
+
+    /// A `cyrus.header` landed in a UUID mailbox directory: learn its owner
+    /// and move the directory's files to it. Not refused: Cyrus cannot
+    /// recover from a failed header rename; growth after it is limited.
+    pub(super) fn learn_uuid_owner(&self, dir: &Node) {
+        let Some(new) = self.read_header(dir) else {
+            return;
+        };
+        let old = self.folder_of(dir);
+        let path = self.dir_path(dir);
+        self.uuid_owners.insert(path.clone(), new);
+        if old != Some(new) {
+            info!(
+                "{}: mailbox {}",
+                path.display(),
+                self.ledger.folder_ref(new).display()
+            );
+            self.reattribute_files(dir, old, Some(new));
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Moves every regular file directly in `dir` from folder `old` to `new`.
+    pub(super) fn reattribute_files(
+        &self,
+        dir: &Node,
+        old: Option<FolderId>,
+        new: Option<FolderId>,
+    ) {
+        let Some(d) = dir.dir() else { return };
+        for (_, fd) in d.copies() {
+            let Ok(entries) = backing::read_dir(fd.as_fd_ref()) else {
+                continue;
+            };
+            for e in entries {
+                let Ok(c) = backing::component(&e.name) else {
+                    continue;
+                };
+                let Ok(st) = backing::stat_at(fd.as_fd_ref(), &c) else {
+                    continue;
+                };
+                if super::is_reg(&st) {
+                    self.move_charge(Key::of(&st), st.st_size as u64, old, new);
+                }
+            }
+        }
+    }
+
+    /// Moves one name's charge between folders, unchecked (reattribution).
+    pub(super) fn move_charge(
+        &self,
+        key: Key,
+        size: u64,
+        old: Option<FolderId>,
+        new: Option<FolderId>,
+    ) {
+        let state = self.files.get(&key).map(|s| s.clone());
+        let size = match &state {
+            Some(s) => {
+                let mut s = s.lock().unwrap();
+                if let Some(o) = old {
+                    remove_one(&mut s.charges, o);
+                }
+                s.charges.extend(new);
+                s.size
+            }
+            None => size,
+        };
+        if let Some(o) = old {
+            self.ledger.refund(&[o], size);
+        }
+        if let Some(n) = new {
+            self.ledger.charge_unchecked(&[n], size);
+        }
+    }
+}
+
+fn remove_one(charges: &mut Vec<FolderId>, f: FolderId) {
+    if let Some(i) = charges.iter().position(|c| *c == f) {
+        charges.swap_remove(i);
+    }
+}

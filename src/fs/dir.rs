@@ -1,0 +1,242 @@
+//! Directories: mkdir, rmdir, listings, and the union of copies.
+//!
+//! A directory may exist on several partitions; it is one directory in the
+//! tree. New entries go to the partition its route names
+//! ([`SpoolFs::home_partition`]); missing parents are made there first,
+//! copying the mode and owner of the directory they stand for.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use fuser::{FileAttr, FileType};
+
+use super::inode::{Key, Node, ROOT_INO};
+use super::{Caller, SpoolFs, file_type, is_dir};
+use crate::backing::{self, AsFdRef};
+use crate::error::{FsError, FsResult};
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntryOut {
+    pub name: OsString,
+    pub kind: FileType,
+    pub ino: u64,
+}
+
+impl SpoolFs {
+    pub fn mkdir(
+        &self,
+        who: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<FileAttr> {
+        let dir = self.dir_node(parent)?;
+        let c = backing::component(name)?;
+        if self.name_exists(&dir, &c)? {
+            return Err(FsError::Errno(libc::EEXIST));
+        }
+        let part = self.router.partition_for(&self.child_path(&dir, name));
+        let pfd = self.ensure_dir_on(&dir, part)?;
+        backing::mkdir_at(pfd.as_fd_ref(), &c, mode & !umask & 0o7777)?;
+        let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;
+        self.give_to_caller(&fd, who, &backing::stat_fd(pfd.as_fd_ref())?, mode & !umask)?;
+        let (node, st) = self.lookup_node(&dir, name)?;
+        if let Some(folder) = self.folder_of(&node) {
+            self.ledger.set_partition(folder, self.partition_name(part));
+        }
+        Ok(self.attr(node.ino, &st))
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let dir = self.dir_node(parent)?;
+        let d = dir.dir().expect("dir_node");
+        let c = backing::component(name)?;
+        let found = self.find(&dir, &c)?;
+        if !is_dir(&found[0].1) {
+            return Err(FsError::Errno(libc::ENOTDIR));
+        }
+        // Every copy must be empty before any is removed, or the union
+        // would lose half a directory.
+        for (p, _) in &found {
+            let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;
+            if !backing::read_dir(fd.as_fd_ref())?.is_empty() {
+                return Err(FsError::Errno(libc::ENOTEMPTY));
+            }
+        }
+        for (p, st) in &found {
+            let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            backing::unlink_at(pfd.as_fd_ref(), &c, true)?;
+            self.inodes.forget_key(&Key::of(st));
+        }
+        Ok(())
+    }
+
+    /// Reads the merged listing once; `readdir` then serves it by offset.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let node = self.dir_node(ino)?;
+        let entries = self.list(&node)?;
+        Ok(self.handles.add_dir(entries))
+    }
+
+    /// Entries from `offset` on (offsets are positions + 1).
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntryOut>>> {
+        self.handles.dir(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove_dir(fh);
+    }
+
+    /// For readdirplus: a full lookup of one listed entry.
+    pub fn lookup_for_listing(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        match name.as_encoded_bytes() {
+            b"." => self
+                .getattr(parent)
+                .inspect(|a| self.inodes.bump(&self.node(a.ino.0).expect("live"))),
+            b".." => {
+                let p = self.parent_of(parent)?;
+                self.getattr(p)
+                    .inspect(|a| self.inodes.bump(&self.node(a.ino.0).expect("live")))
+            }
+            _ => self.lookup(parent, name),
+        }
+    }
+
+    fn parent_of(&self, ino: u64) -> FsResult<u64> {
+        let node = self.dir_node(ino)?;
+        let parent = node.dir().expect("dir").loc().parent;
+        Ok(if ino == ROOT_INO { ROOT_INO } else { parent })
+    }
+
+    /// The union of every copy's entries, first partition first, no duplicates.
+    fn list(&self, node: &Node) -> FsResult<Vec<DirEntryOut>> {
+        let d = node.dir().expect("dir_node");
+        let dot = |name: &str, ino| DirEntryOut {
+            name: name.into(),
+            kind: FileType::Directory,
+            ino,
+        };
+        let mut out = vec![dot(".", node.ino), dot("..", self.parent_of(node.ino)?)];
+        let mut seen = HashSet::new();
+        for (_, fd) in d.copies() {
+            let dev = backing::stat_fd(fd.as_fd_ref())?.st_dev;
+            for e in backing::read_dir(fd.as_fd_ref())? {
+                if seen.insert(e.name.clone()) {
+                    let key = Key { dev, ino: e.ino };
+                    let ino = self
+                        .inodes
+                        .by_key(&key)
+                        .map(|n| n.ino)
+                        .unwrap_or(e.ino | 1 << 63);
+                    out.push(DirEntryOut {
+                        kind: file_type(dtype_mode(e.d_type)),
+                        name: e.name,
+                        ino,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `name` exists in any copy of `dir`.
+    pub(super) fn name_exists(&self, dir: &Node, c: &CStr) -> FsResult<bool> {
+        match self.find(dir, c) {
+            Ok(_) => Ok(true),
+            Err(FsError::Errno(libc::ENOENT)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The partition new entries of `dir` go to: its route's.
+    pub(super) fn home_partition(&self, dir: &Node) -> usize {
+        self.router.partition_for(&self.dir_path(dir))
+    }
+
+    /// `dir`'s copy on `part`, made (with its missing parents) if absent.
+    pub(super) fn ensure_dir_on(&self, dir: &Node, part: usize) -> FsResult<Arc<OwnedFd>> {
+        let d = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?;
+        if let Some(fd) = d.copy(part) {
+            return Ok(fd);
+        }
+        let loc = d.loc();
+        let parent = self.node(loc.parent)?;
+        let pfd = self.ensure_dir_on(&parent, part)?;
+        let template = dir.stat()?;
+        let c = backing::component(&loc.name)?;
+        match backing::mkdir_at(pfd.as_fd_ref(), &c, template.st_mode & 0o7777) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e.into()),
+            _ => {}
+        }
+        let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;
+        let st = backing::stat_fd(fd.as_fd_ref())?;
+        if !is_dir(&st) {
+            return Err(FsError::Errno(libc::ENOTDIR));
+        }
+        backing::chown_fd(fd.as_fd_ref(), Some(template.st_uid), Some(template.st_gid))?;
+        backing::chmod_fd(fd.as_fd_ref(), template.st_mode & 0o7777)?;
+        self.inodes.add_key(Key::of(&st), dir);
+        Ok(d.add_copy(part, fd))
+    }
+
+    /// New objects belong to the caller, as on ext4: its uid, and its gid
+    /// unless the parent directory is set-group-ID.
+    pub(super) fn give_to_caller(
+        &self,
+        fd: &OwnedFd,
+        who: Caller,
+        parent: &libc::stat,
+        mode: u32,
+    ) -> FsResult<()> {
+        let gid = (parent.st_mode & libc::S_ISGID == 0).then_some(who.gid);
+        if who.uid == 0 && gid.unwrap_or(0) == 0 {
+            return Ok(()); // the daemon is root: already right
+        }
+        backing::chown_fd(fd.as_fd_ref(), Some(who.uid), gid)?;
+        // chown clears set-ID bits of non-directories; put back what was asked.
+        if mode & (libc::S_ISUID | libc::S_ISGID) != 0
+            && !is_dir(&backing::stat_fd(fd.as_fd_ref())?)
+        {
+            backing::chmod_fd(fd.as_fd_ref(), mode & 0o7777)?;
+        }
+        Ok(())
+    }
+}
+
+fn dtype_mode(d_type: u8) -> u32 {
+    match d_type {
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        _ => libc::S_IFREG,
+    }
+}
+
+impl SpoolFs {
+    pub fn fsyncdir(&self, ino: u64, datasync: bool) -> FsResult<()> {
+        let node = self.dir_node(ino)?;
+        for (_, fd) in node.dir().expect("dir").copies() {
+            let d = backing::reopen(fd.as_fd_ref(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&d);
+            let r = unsafe {
+                if datasync {
+                    libc::fdatasync(raw)
+                } else {
+                    libc::fsync(raw)
+                }
+            };
+            if r < 0 {
+                return Err(FsError::last_os());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! Open files: open, read, write, fsync, release, fallocate, lseek,
+//! copy_file_range. Every size change goes through `change_size`.
+//!
+//! Passthrough: a read-only open of a message file with no writer open is
+//! handed to the kernel (`FUSE_PASSTHROUGH`), so reads run at native speed.
+//! The kernel then requires every open of that inode to be passthrough
+//! too, and a passthrough write would bypass the quota, so a writable open
+//! of such a file is refused with `ETXTBSY` until the readers close. See
+//! SEMANTICS.md.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use fuser::BackingId;
+use log::warn;
+
+use super::SpoolFs;
+use super::dir::DirEntryOut;
+use super::inode::{FileNode, Node};
+use crate::backing;
+use crate::error::{FsError, FsResult};
+
+pub struct OpenFile {
+    node: Arc<Node>,
+    fd: OwnedFd,
+    writable: bool,
+    passthrough: bool,
+}
+
+impl OpenFile {
+    fn file(&self) -> &FileNode {
+        self.node.file().expect("open files are regular files")
+    }
+}
+
+/// Open file and directory handles, by the number the kernel holds.
+#[derive(Default)]
+pub struct Handles {
+    next: AtomicU64,
+    files: DashMap<u64, Arc<OpenFile>>,
+    dirs: DashMap<u64, Arc<Vec<DirEntryOut>>>,
+}
+
+impl Handles {
+    fn next(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn add_file(&self, f: OpenFile) -> u64 {
+        let fh = self.next();
+        self.files.insert(fh, Arc::new(f));
+        fh
+    }
+
+    fn file(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
+        self.files
+            .get(&fh)
+            .map(|f| f.clone())
+            .ok_or(FsError::Errno(libc::EBADF))
+    }
+
+    pub fn add_dir(&self, entries: Vec<DirEntryOut>) -> u64 {
+        let fh = self.next();
+        self.dirs.insert(fh, Arc::new(entries));
+        fh
+    }
+
+    pub fn dir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntryOut>>> {
+        self.dirs
+            .get(&fh)
+            .map(|d| d.clone())
+            .ok_or(FsError::Errno(libc::EBADF))
+    }
+
+    pub fn remove_dir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+}
+
+/// The result of `open`: the handle, and the kernel backing file to pass
+/// through to, if any.
+pub struct Opened {
+    pub fh: u64,
+    pub backing: Option<Arc<BackingId>>,
+}
+
+/// Flags the backing descriptor must not carry: the kernel computes
+/// append offsets and page-cache alignment itself.
+const STRIPPED: i32 =
+    libc::O_APPEND | libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL | libc::O_DIRECT;
+
+impl SpoolFs {
+    /// Opens a regular file. `make_backing` registers a descriptor with the
+    /// kernel for passthrough (given by the FUSE adapter).
+    pub fn open(
+        &self,
+        ino: u64,
+        flags: i32,
+        make_backing: impl FnOnce(BorrowedFd) -> io::Result<BackingId>,
+    ) -> FsResult<Opened> {
+        let node = self.node(ino)?;
+        let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let fd = backing::reopen(file.leaf.fd.as_fd(), flags & !STRIPPED)?;
+        if writable && flags & libc::O_TRUNC != 0 {
+            self.truncate_open(file, &fd, 0)?;
+        }
+        let backing = self.admit(file, &fd, writable, make_backing)?;
+        let passthrough = backing.is_some();
+        let fh = self.handles.add_file(OpenFile {
+            node: node.clone(),
+            fd,
+            writable,
+            passthrough,
+        });
+        Ok(Opened { fh, backing })
+    }
+
+    /// Registers the descriptor `create` opened.
+    pub(super) fn add_open(&self, node: Arc<Node>, fd: OwnedFd, writable: bool) -> FsResult<u64> {
+        let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
+        if writable {
+            file.opens.lock().unwrap().writers += 1;
+        }
+        Ok(self.handles.add_file(OpenFile {
+            node: node.clone(),
+            fd,
+            writable,
+            passthrough: false,
+        }))
+    }
+
+    /// Counts the open; decides passthrough (see the module comment).
+    fn admit(
+        &self,
+        file: &FileNode,
+        fd: &OwnedFd,
+        writable: bool,
+        make_backing: impl FnOnce(BorrowedFd) -> io::Result<BackingId>,
+    ) -> FsResult<Option<Arc<BackingId>>> {
+        let mut o = file.opens.lock().unwrap();
+        if writable {
+            if o.passthrough_opens > 0 {
+                return Err(FsError::Errno(libc::ETXTBSY));
+            }
+            o.writers += 1;
+            return Ok(None);
+        }
+        let eligible = self.passthrough.load(Ordering::Relaxed)
+            && o.writers == 0
+            && !file.state.lock().unwrap().metadata;
+        if !eligible {
+            return Ok(None);
+        }
+        if o.backing.is_none() {
+            match make_backing(fd.as_fd()) {
+                Ok(id) => o.backing = Some(Arc::new(id)),
+                Err(e) => {
+                    warn!("kernel passthrough unavailable ({e}); reads go through the daemon");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                    return Ok(None);
+                }
+            }
+        }
+        o.passthrough_opens += 1;
+        Ok(o.backing.clone())
+    }
+
+    pub fn release(&self, fh: u64) {
+        let Some((_, h)) = self.handles.files.remove(&fh) else {
+            return;
+        };
+        let mut o = h.file().opens.lock().unwrap();
+        if h.writable {
+            o.writers -= 1;
+        }
+        if h.passthrough {
+            o.passthrough_opens -= 1;
+            if o.passthrough_opens == 0 {
+                o.backing = None; // the kernel's backing id is closed on drop
+            }
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handles.file(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = backing::pread(h.fd.as_fd(), &mut buf[got..], offset + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handles.file(fh)?;
+        let end = offset + data.len() as u64;
+        let n = self.change_size(
+            &h.file().state,
+            "write",
+            |old| old.max(end),
+            || backing::pwrite(h.fd.as_fd(), data, offset),
+            |n, old| old.max(offset + *n as u64),
+        )?;
+        Ok(n as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+        let h = self.handles.file(fh)?;
+        let fd = h.fd.as_raw_fd();
+        let ret = unsafe {
+            if datasync {
+                libc::fdatasync(fd)
+            } else {
+                libc::fsync(fd)
+            }
+        };
+        if ret < 0 {
+            return Err(FsError::last_os());
+        }
+        Ok(())
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        let h = self.handles.file(fh)?;
+        let fd = h.fd.as_fd();
+        self.change_size(
+            &h.file().state,
+            "fallocate",
+            |old| fallocate_target(old, offset, length, mode),
+            || {
+                let r =
+                    unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, length as i64) };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            },
+            |_, _| {
+                backing::stat_fd(fd)
+                    .map(|st| st.st_size as u64)
+                    .unwrap_or(0)
+            },
+        )
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let h = self.handles.file(fh)?;
+        let r = unsafe { libc::lseek(h.fd.as_raw_fd(), offset, whence) };
+        if r < 0 {
+            return Err(FsError::last_os());
+        }
+        Ok(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let hin = self.handles.file(fh_in)?;
+        let hout = self.handles.file(fh_out)?;
+        let in_size = backing::stat_fd(hin.fd.as_fd())?.st_size as u64;
+        let len = len.min(in_size.saturating_sub(off_in)).min(u32::MAX as u64);
+        let n = self.change_size(
+            &hout.file().state,
+            "copy_file_range",
+            |old| {
+                if len == 0 {
+                    old
+                } else {
+                    old.max(off_out + len)
+                }
+            },
+            || copy_range(&hin.fd, off_in, &hout.fd, off_out, len),
+            |n, old| {
+                if *n == 0 {
+                    old
+                } else {
+                    old.max(off_out + *n as u64)
+                }
+            },
+        )?;
+        Ok(n as u32)
+    }
+
+    /// `open(O_TRUNC)` or `ftruncate` on an open descriptor.
+    fn truncate_open(&self, file: &FileNode, fd: &OwnedFd, size: u64) -> FsResult<()> {
+        let raw = fd.as_raw_fd();
+        self.change_size(
+            &file.state,
+            "truncate",
+            |_| size,
+            || {
+                let r = unsafe { libc::ftruncate(raw, size as i64) };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            },
+            |_, _| size,
+        )
+    }
+
+    /// The descriptor of an open handle, for setattr with a handle.
+    pub(super) fn handle_fd(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.handles.file(fh).ok()
+    }
+
+    pub(super) fn truncate_handle(&self, h: &OpenFile, size: u64) -> FsResult<()> {
+        self.truncate_open(h.file(), &h.fd, size)
+    }
+}
+
+fn copy_range(
+    fin: &OwnedFd,
+    off_in: u64,
+    fout: &OwnedFd,
+    off_out: u64,
+    len: u64,
+) -> io::Result<usize> {
+    let mut oi = off_in as i64;
+    let mut oo = off_out as i64;
+    let n = unsafe {
+        libc::copy_file_range(
+            fin.as_raw_fd(),
+            &mut oi,
+            fout.as_raw_fd(),
+            &mut oo,
+            len as usize,
+            0,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// The size a file may reach by `fallocate(mode, offset, length)`.
+pub(super) fn fallocate_target(old: u64, offset: u64, length: u64, mode: i32) -> u64 {
+    if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
+        old
+    } else if mode & libc::FALLOC_FL_COLLAPSE_RANGE != 0 {
+        old.saturating_sub(length)
+    } else if mode & libc::FALLOC_FL_INSERT_RANGE != 0 {
+        old + length
+    } else {
+        old.max(offset + length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fallocate_target;
+
+    #[test]
+    fn fallocate_targets() {
+        assert_eq!(fallocate_target(100, 50, 100, 0), 150);
+        assert_eq!(fallocate_target(100, 0, 10, 0), 100);
+        assert_eq!(
+            fallocate_target(100, 0, 500, libc::FALLOC_FL_KEEP_SIZE),
+            100
+        );
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        assert_eq!(fallocate_target(100, 0, 50, punch), 100);
+        assert_eq!(
+            fallocate_target(8192, 0, 4096, libc::FALLOC_FL_COLLAPSE_RANGE),
+            4096
+        );
+        assert_eq!(
+            fallocate_target(8192, 0, 4096, libc::FALLOC_FL_INSERT_RANGE),
+            12288
+        );
+        assert_eq!(
+            fallocate_target(0, 0, 4096, libc::FALLOC_FL_ZERO_RANGE),
+            4096
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Inodes: what the kernel's inode numbers stand for.
+//!
+//! A node holds `O_PATH` descriptors on its backing objects, so it keeps
+//! reaching the same object across renames, and it is keyed by the backing
+//! `(st_dev, st_ino)`, so two hard links are one node with one inode number.
+//! A directory that exists on several partitions is one node with one copy
+//! per partition. Numbers are handed out from a counter and never reused
+//! while mounted.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::backing::{self, AsFdRef};
+use crate::quota::FolderId;
+
+pub const ROOT_INO: u64 = 1;
+
+/// Identity of a backing object.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Key {
+    pub fn of(st: &libc::stat) -> Key {
+        Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+pub struct Node {
+    pub ino: u64,
+    lookups: AtomicU64,
+    /// Every backing key that answers to this node (dirs: one per copy).
+    keys: Mutex<Vec<Key>>,
+    pub body: Body,
+}
+
+pub enum Body {
+    Dir(DirNode),
+    File(FileNode),
+    /// Symlinks, FIFOs, sockets, devices: stored and returned, never followed.
+    Other(LeafNode),
+}
+
+/// Where a directory sits in the tree (directories have exactly one name).
+#[derive(Clone, Debug)]
+pub struct Loc {
+    pub parent: u64,
+    pub name: OsString,
+}
+
+pub struct DirNode {
+    pub loc: RwLock<Loc>,
+    /// One `O_PATH` descriptor per partition the directory exists on.
+    copies: RwLock<Vec<Option<Arc<OwnedFd>>>>,
+    /// The folder files here are charged to, valid for one layout epoch.
+    pub folder: Mutex<FolderCache>,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct FolderCache {
+    pub epoch: u64,
+    pub valid: bool,
+    pub folder: Option<FolderId>,
+}
+
+pub struct LeafNode {
+    pub fd: OwnedFd,
+    pub part: usize,
+}
+
+pub struct FileNode {
+    pub leaf: LeafNode,
+    pub key: Key,
+    /// Shared with the file-state index (see `account.rs`); locked for
+    /// every size change of this file.
+    pub state: Arc<Mutex<FileState>>,
+    pub opens: Mutex<OpenState>,
+}
+
+/// What the accounting path knows about a regular file.
+#[derive(Debug, Default)]
+pub struct FileState {
+    pub size: u64,
+    pub nlink: u64,
+    /// One entry per name in an attributed folder (a multiset).
+    pub charges: Vec<FolderId>,
+    /// Whether the last name seen is a metadata file (gets the grace).
+    pub metadata: bool,
+    /// Last name seen, for log lines only.
+    pub parent: u64,
+    pub name: OsString,
+}
+
+/// Open-mode bookkeeping for passthrough: the kernel wants every open of an
+/// inode with a passthrough open to be passthrough too.
+#[derive(Default)]
+pub struct OpenState {
+    pub writers: u32,
+    pub passthrough_opens: u32,
+    pub backing: Option<Arc<fuser::BackingId>>,
+}
+
+impl Node {
+    pub fn dir(&self) -> Option<&DirNode> {
+        match &self.body {
+            Body::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn file(&self) -> Option<&FileNode> {
+        match &self.body {
+            Body::File(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// `lstat` of the backing object; for a directory, of its first copy.
+    pub fn stat(&self) -> std::io::Result<libc::stat> {
+        match &self.body {
+            Body::Dir(d) => {
+                let (_, fd) = d.copies().into_iter().next().ok_or_else(gone)?;
+                backing::stat_fd(fd.as_fd_ref())
+            }
+            Body::File(f) => backing::stat_fd(f.leaf.fd.as_fd_ref()),
+            Body::Other(l) => backing::stat_fd(l.fd.as_fd_ref()),
+        }
+    }
+
+    /// The leaf (file or other) descriptor and partition.
+    pub fn leaf(&self) -> Option<&LeafNode> {
+        match &self.body {
+            Body::File(f) => Some(&f.leaf),
+            Body::Other(l) => Some(l),
+            Body::Dir(_) => None,
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+impl DirNode {
+    pub fn new(loc: Loc, partitions: usize, copies: Vec<(usize, OwnedFd)>) -> DirNode {
+        let mut v: Vec<Option<Arc<OwnedFd>>> = (0..partitions).map(|_| None).collect();
+        for (p, fd) in copies {
+            v[p] = Some(Arc::new(fd));
+        }
+        DirNode {
+            loc: RwLock::new(loc),
+            copies: RwLock::new(v),
+            folder: Mutex::new(FolderCache::default()),
+        }
+    }
+
+    /// `(partition, descriptor)` for every partition the directory is on.
+    pub fn copies(&self) -> Vec<(usize, Arc<OwnedFd>)> {
+        let v = self.copies.read().unwrap();
+        v.iter()
+            .enumerate()
+            .filter_map(|(p, c)| c.clone().map(|fd| (p, fd)))
+            .collect()
+    }
+
+    pub fn copy(&self, part: usize) -> Option<Arc<OwnedFd>> {
+        self.copies.read().unwrap()[part].clone()
+    }
+
+    /// Records a copy made on another partition; keeps an existing one.
+    pub fn add_copy(&self, part: usize, fd: OwnedFd) -> Arc<OwnedFd> {
+        let mut v = self.copies.write().unwrap();
+        v[part].get_or_insert_with(|| Arc::new(fd)).clone()
+    }
+
+    pub fn remove_copy(&self, part: usize) {
+        self.copies.write().unwrap()[part] = None;
+    }
+
+    pub fn loc(&self) -> Loc {
+        self.loc.read().unwrap().clone()
+    }
+}
+
+/// All nodes the kernel currently knows, by inode number and by backing key.
+pub struct InodeTable {
+    inner: RwLock<Tables>,
+}
+
+struct Tables {
+    nodes: HashMap<u64, Arc<Node>>,
+    by_key: HashMap<Key, u64>,
+    next_ino: u64,
+}
+
+impl InodeTable {
+    pub fn new(root: Node, root_keys: &[Key]) -> InodeTable {
+        let mut t = Tables {
+            nodes: HashMap::new(),
+            by_key: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+        };
+        for k in root_keys {
+            t.by_key.insert(*k, ROOT_INO);
+        }
+        t.nodes.insert(ROOT_INO, Arc::new(root));
+        InodeTable {
+            inner: RwLock::new(t),
+        }
+    }
+
+    pub fn root_node(body: Body) -> Node {
+        // The root is never forgotten.
+        Node {
+            ino: ROOT_INO,
+            lookups: AtomicU64::new(u64::MAX / 2),
+            keys: Mutex::default(),
+            body,
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.inner.read().unwrap().nodes.get(&ino).cloned()
+    }
+
+    pub fn by_key(&self, key: &Key) -> Option<Arc<Node>> {
+        let t = self.inner.read().unwrap();
+        t.by_key.get(key).and_then(|ino| t.nodes.get(ino)).cloned()
+    }
+
+    /// Counts one kernel lookup of the node for `key` if it is known.
+    pub fn remember_known(&self, key: &Key) -> Option<Arc<Node>> {
+        let t = self.inner.write().unwrap();
+        let node = t.by_key.get(key).and_then(|ino| t.nodes.get(ino))?;
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(node.clone())
+    }
+
+    /// Counts one kernel lookup of the node for `key`, creating it with
+    /// `make` if it is not known. `make` gets the new inode number and
+    /// returns the body plus every key it answers to.
+    pub fn remember(&self, key: Key, make: impl FnOnce() -> (Body, Vec<Key>)) -> Arc<Node> {
+        let mut t = self.inner.write().unwrap();
+        if let Some(node) = t.by_key.get(&key).and_then(|ino| t.nodes.get(ino)) {
+            node.lookups.fetch_add(1, Ordering::Relaxed);
+            return node.clone();
+        }
+        let ino = t.next_ino;
+        t.next_ino += 1;
+        let (body, keys) = make();
+        for k in &keys {
+            t.by_key.insert(*k, ino);
+        }
+        let node = Arc::new(Node {
+            ino,
+            lookups: AtomicU64::new(1),
+            keys: Mutex::new(keys),
+            body,
+        });
+        t.nodes.insert(ino, node.clone());
+        node
+    }
+
+    /// Counts one more kernel reference to a node already known.
+    pub fn bump(&self, node: &Node) {
+        let _t = self.inner.write().unwrap(); // serialises with `forget`
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes `key` (a new directory copy) answer to `ino`.
+    pub fn add_key(&self, key: Key, node: &Node) {
+        self.inner.write().unwrap().by_key.insert(key, node.ino);
+        node.keys.lock().unwrap().push(key);
+    }
+
+    /// The backing object is gone: a new object may reuse its key.
+    pub fn forget_key(&self, key: &Key) {
+        self.inner.write().unwrap().by_key.remove(key);
+    }
+
+    /// The kernel's FORGET: returns the node if this was its last reference.
+    pub fn forget(&self, ino: u64, n: u64) -> Option<Arc<Node>> {
+        let mut t = self.inner.write().unwrap();
+        let node = t.nodes.get(&ino)?.clone();
+        // Under the write lock nobody else changes the count.
+        let before = node.lookups.load(Ordering::Relaxed);
+        node.lookups
+            .store(before.saturating_sub(n), Ordering::Relaxed);
+        if before > n {
+            return None;
+        }
+        t.nodes.remove(&ino);
+        for k in node.keys.lock().unwrap().iter() {
+            if t.by_key.get(k) == Some(&ino) {
+                t.by_key.remove(k);
+            }
+        }
+        Some(node)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().unwrap().nodes.len()
+    }
+}

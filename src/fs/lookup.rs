@@ -1,0 +1,125 @@
+//! lookup, getattr, forget, readlink.
+
+use std::ffi::{CStr, OsStr};
+use std::sync::{Arc, Mutex};
+
+use fuser::FileAttr;
+
+use super::inode::{Body, DirNode, FileNode, Key, LeafNode, Loc, Node, OpenState};
+use super::{SpoolFs, is_dir, is_reg};
+use crate::backing::{self, AsFdRef};
+use crate::error::{FsError, FsResult};
+
+/// Where a name was found: the partition and its `lstat`.
+pub(super) type Found = (usize, libc::stat);
+
+impl SpoolFs {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        let dir = self.dir_node(parent)?;
+        let (node, st) = self.lookup_node(&dir, name)?;
+        Ok(self.attr(node.ino, &st))
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        let node = self.node(ino)?;
+        Ok(self.attr(ino, &node.stat()?))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if let Some(node) = self.inodes.forget(ino, n) {
+            if let Some(f) = node.file() {
+                self.release_file_state(f);
+            }
+        }
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        let leaf = node.leaf().ok_or(FsError::Errno(libc::EINVAL))?;
+        Ok(backing::readlink_fd(leaf.fd.as_fd_ref())?)
+    }
+
+    /// Finds `name` in the union of `dir`'s copies and counts one kernel
+    /// reference to its node.
+    pub(super) fn lookup_node(
+        &self,
+        dir: &Node,
+        name: &OsStr,
+    ) -> FsResult<(Arc<Node>, libc::stat)> {
+        let c = backing::component(name)?;
+        let found = self.find(dir, &c)?;
+        let st = found[0].1;
+        let key = Key::of(&st);
+        if let Some(node) = self.inodes.remember_known(&key) {
+            return Ok((node, st));
+        }
+        let body = self.make_body(dir, name, &c, &found)?;
+        let keys = found.iter().map(|(_, st)| Key::of(st)).collect();
+        let mut body = Some(body);
+        let node = self
+            .inodes
+            .remember(key, || (body.take().expect("once"), keys));
+        Ok((node, st))
+    }
+
+    /// Every partition copy of `name` in `dir`: the first one found, and for
+    /// a directory also its copies on later partitions.
+    pub(super) fn find(&self, dir: &Node, c: &CStr) -> FsResult<Vec<Found>> {
+        let d = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?;
+        let mut out: Vec<Found> = Vec::new();
+        for (p, fd) in d.copies() {
+            match backing::stat_at(fd.as_fd_ref(), c) {
+                Ok(st) if out.is_empty() => {
+                    out.push((p, st));
+                    if !is_dir(&st) {
+                        break;
+                    }
+                }
+                Ok(st) if is_dir(&st) => out.push((p, st)),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if out.is_empty() {
+            return Err(FsError::Errno(libc::ENOENT));
+        }
+        Ok(out)
+    }
+
+    /// Opens `O_PATH` handles on what `find` found and builds the node body.
+    fn make_body(&self, dir: &Node, name: &OsStr, c: &CStr, found: &[Found]) -> FsResult<Body> {
+        let d = dir.dir().expect("find checked");
+        let mut fds = Vec::with_capacity(found.len());
+        for (p, st) in found {
+            let parent_fd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            let fd = backing::lookup_at(parent_fd.as_fd_ref(), c)?;
+            // The name may have been replaced between stat and open.
+            if Key::of(&backing::stat_fd(fd.as_fd_ref())?) != Key::of(st) {
+                return Err(FsError::Errno(libc::ENOENT));
+            }
+            fds.push((*p, fd));
+        }
+        let st = &found[0].1;
+        if is_dir(st) {
+            let loc = Loc {
+                parent: dir.ino,
+                name: name.to_owned(),
+            };
+            return Ok(Body::Dir(DirNode::new(loc, self.partitions.len(), fds)));
+        }
+        let (part, fd) = fds.pop().expect("one copy");
+        let leaf = LeafNode { fd, part };
+        if !is_reg(st) {
+            return Ok(Body::Other(leaf));
+        }
+        let key = Key::of(st);
+        let state = self.file_state(key, st, dir, name);
+        Ok(Body::File(FileNode {
+            leaf,
+            key,
+            state,
+            opens: Mutex::new(OpenState::default()),
+        }))
+    }
+}

@@ -1,0 +1,226 @@
+//! The filesystem core: decides everything, knows nothing of the kernel
+//! protocol. `fuse.rs` unpacks requests, calls these methods, and replies.
+//!
+//! One file per family of operations:
+//! - `inode.rs`   inode numbers, nodes, the table
+//! - `account.rs` the one accounting path for sizes and names (quota)
+//! - `lookup.rs`  lookup, getattr, forget, readlink
+//! - `dir.rs`     mkdir, rmdir, opendir/readdir, union directories
+//! - `create.rs`  create, mknod, symlink
+//! - `file.rs`    open, read, write, fsync, release, fallocate, lseek, copy_file_range
+//! - `setattr.rs` chmod, chown, utimens, truncate
+//! - `rename.rs`  rename, link, unlink
+//! - `xattr.rs`   extended attributes
+//! - `statfs.rs`  df: partition space or quota
+
+mod account;
+mod create;
+mod dir;
+mod file;
+pub mod inode;
+mod lookup;
+mod rename;
+mod setattr;
+mod statfs;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use fuser::{FileAttr, FileType, INodeNo};
+
+use crate::backing::{self, AsFdRef};
+use crate::config::Config;
+use crate::error::{FsError, FsResult};
+use crate::layout::Layout;
+use crate::quota::{FolderId, Ledger};
+use crate::routing::Router;
+
+pub use dir::DirEntryOut;
+pub use file::Opened;
+use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
+pub use setattr::SetAttr;
+pub use statfs::StatFs;
+pub use xattr::CONTROL_XATTR;
+
+/// Who is asking: the credentials FUSE passes with every request.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+pub struct Partition {
+    pub name: String,
+    pub root: Arc<OwnedFd>,
+}
+
+pub struct SpoolFs {
+    pub config: Config,
+    pub partitions: Vec<Partition>,
+    router: Router,
+    pub layout: Layout,
+    pub ledger: Arc<Ledger>,
+    inodes: InodeTable,
+    /// Regular files' accounting state, by backing key: every file with a
+    /// live node, and every file with more than one name (so its names'
+    /// charges survive the node being forgotten).
+    files: DashMap<Key, Arc<Mutex<FileState>>>,
+    handles: file::Handles,
+    /// Bumped whenever a directory's folder may have changed (directory
+    /// renames, `cyrus.header` landing): cached folders are then recomputed.
+    epoch: AtomicU64,
+    /// Owners of UUID mailbox directories learned from their `cyrus.header`.
+    uuid_owners: DashMap<PathBuf, FolderId>,
+    /// Off once the kernel has refused a passthrough backing file.
+    passthrough: AtomicBool,
+    pub ttl: Duration,
+}
+
+impl SpoolFs {
+    /// Opens the partitions, rebuilds usage from them (see `scan.rs`) and
+    /// returns a filesystem ready to be mounted.
+    pub fn new(config: Config, ledger: Arc<Ledger>) -> Result<SpoolFs, String> {
+        let partitions = open_partitions(&config)?;
+        let roots: Vec<(usize, OwnedFd)> = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.root.as_fd_ref().try_clone_to_owned().expect("dup")))
+            .collect();
+        let root_keys = roots
+            .iter()
+            .map(|(_, fd)| backing::stat_fd(fd.as_fd_ref()).map(|st| Key::of(&st)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot stat a partition root: {e}"))?;
+        let loc = Loc {
+            parent: 0,
+            name: Default::default(),
+        };
+        let root = InodeTable::root_node(Body::Dir(DirNode::new(loc, partitions.len(), roots)));
+        Ok(SpoolFs {
+            router: Router::new(&config),
+            layout: Layout::new(&config.layout),
+            ttl: Duration::from_secs(config.mount.ttl_secs),
+            passthrough: AtomicBool::new(config.mount.passthrough),
+            config,
+            partitions,
+            ledger,
+            inodes: InodeTable::new(root, &root_keys),
+            files: DashMap::new(),
+            handles: file::Handles::default(),
+            epoch: AtomicU64::new(1),
+            uuid_owners: DashMap::new(),
+        })
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Arc<Node>> {
+        self.inodes.get(ino).ok_or(FsError::Stale)
+    }
+
+    fn dir_node(&self, ino: u64) -> FsResult<Arc<Node>> {
+        let node = self.node(ino)?;
+        if node.dir().is_none() {
+            return Err(FsError::Errno(libc::ENOTDIR));
+        }
+        Ok(node)
+    }
+
+    /// The spool path of a directory node, walking up its parents (the
+    /// kernel keeps every parent of a known node known).
+    fn dir_path(&self, node: &Node) -> PathBuf {
+        let mut names = Vec::new();
+        let mut ino = node.ino;
+        while ino != ROOT_INO {
+            let Some(n) = self.inodes.get(ino) else { break };
+            let Some(d) = n.dir() else { break };
+            let loc = d.loc();
+            names.push(loc.name);
+            ino = loc.parent;
+        }
+        names.iter().rev().collect()
+    }
+
+    fn child_path(&self, dir: &Node, name: &OsStr) -> PathBuf {
+        self.dir_path(dir).join(name)
+    }
+
+    /// The attributes the kernel sees: the backing `lstat` with our inode
+    /// number.
+    pub fn attr(&self, ino: u64, st: &libc::stat) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec),
+            mtime: time(st.st_mtime, st.st_mtime_nsec),
+            ctime: time(st.st_ctime, st.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind: file_type(st.st_mode),
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: st.st_blksize as u32,
+            flags: 0,
+        }
+    }
+
+    pub fn partition_name(&self, part: usize) -> &str {
+        &self.partitions[part].name
+    }
+
+    /// Number of inodes the kernel holds (for tests and memory checks).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+}
+
+fn open_partitions(config: &Config) -> Result<Vec<Partition>, String> {
+    config
+        .partitions
+        .iter()
+        .map(|p| {
+            backing::open_root(&p.path)
+                .map(|fd| Partition {
+                    name: p.name.clone(),
+                    root: Arc::new(fd),
+                })
+                .map_err(|e| format!("partition {} ({}): {e}", p.name, p.path.display()))
+        })
+        .collect()
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+pub fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn is_reg(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}

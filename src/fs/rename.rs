@@ -1,0 +1,422 @@
+//! Names: rename, link, unlink. Within one partition these are the native
+//! atomic calls; a file can only be renamed or linked into a directory on
+//! the partition it lives on (that directory's home, or where it already
+//! exists) — anything else is `EXDEV`, so callers copy. Quota moves with
+//! the name through the accounting path.
+
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use fuser::FileAttr;
+
+use super::inode::{FileState, Key, Node};
+use super::lookup::Found;
+use super::{SpoolFs, is_dir, is_reg};
+use crate::backing::{self, AsFdRef};
+use crate::error::{FsError, FsResult};
+use crate::layout::{CYRUS_HEADER, DirRole};
+use crate::quota::{ChargeKind, FolderId};
+
+const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+
+/// One file whose charge a directory rename moves between folders.
+struct ChargeMove {
+    key: Key,
+    size: u64,
+    from: Option<FolderId>,
+    to: Option<FolderId>,
+}
+
+impl SpoolFs {
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let dir = self.dir_node(parent)?;
+        let c = backing::component(name)?;
+        let (part, st) = self.find(&dir, &c)?[0];
+        if is_dir(&st) {
+            return Err(FsError::Errno(libc::EISDIR));
+        }
+        let pfd = dir
+            .dir()
+            .expect("dir")
+            .copy(part)
+            .ok_or(FsError::Errno(libc::ENOENT))?;
+        let unlink = || backing::unlink_at(pfd.as_fd_ref(), &c, false).map_err(FsError::from);
+        if !is_reg(&st) {
+            unlink()?;
+            if st.st_nlink <= 1 {
+                self.inodes.forget_key(&Key::of(&st));
+            }
+            return Ok(());
+        }
+        let key = Key::of(&st);
+        let state = self.known_state(key, &st, &dir);
+        self.remove_name(key, &state, self.folder_of(&dir), unlink)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
+        let node = self.node(ino)?;
+        let leaf = node.leaf().ok_or(FsError::Errno(libc::EPERM))?;
+        let dir = self.dir_node(newparent)?;
+        let c = backing::component(newname)?;
+        if self.name_exists(&dir, &c)? {
+            return Err(FsError::Errno(libc::EEXIST));
+        }
+        let pfd = self.target_dir_on(&dir, leaf.part)?;
+        let link = || backing::link_at(leaf.fd.as_fd(), pfd.as_fd_ref(), &c).map_err(FsError::from);
+        match node.file() {
+            Some(f) => self.add_name(&f.state, self.folder_of(&dir), newname, "link", link)?,
+            None => link()?,
+        }
+        self.inodes.bump(&node);
+        Ok(self.attr(ino, &node.stat()?))
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        let src_dir = self.dir_node(parent)?;
+        let dst_dir = self.dir_node(newparent)?;
+        let (c_src, c_dst) = (backing::component(name)?, backing::component(newname)?);
+        let src = self.find(&src_dir, &c_src)?;
+        let dst = match self.find(&dst_dir, &c_dst) {
+            Ok(f) => Some(f),
+            Err(FsError::Errno(libc::ENOENT)) => None,
+            Err(e) => return Err(e),
+        };
+        if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(FsError::Errno(libc::EEXIST));
+        }
+        if flags & RENAME_EXCHANGE != 0 && dst.is_none() {
+            return Err(FsError::Errno(libc::ENOENT));
+        }
+        let names = Names {
+            src_dir: &src_dir,
+            dst_dir: &dst_dir,
+            c_src: &c_src,
+            c_dst: &c_dst,
+            newname,
+        };
+        if is_dir(&src[0].1) {
+            self.rename_dir(&names, &src, dst.as_deref(), flags)
+        } else {
+            self.rename_leaf(&names, src[0], dst.as_deref(), flags)
+        }
+    }
+
+    fn rename_leaf(
+        &self,
+        n: &Names,
+        src: Found,
+        dst: Option<&[Found]>,
+        flags: u32,
+    ) -> FsResult<()> {
+        let (part, st) = src;
+        if dst.is_some_and(|d| d.iter().any(|(p, _)| *p != part)) {
+            return Err(FsError::CrossPartition);
+        }
+        let from_fd = n
+            .src_dir
+            .dir()
+            .expect("dir")
+            .copy(part)
+            .ok_or(FsError::Errno(libc::ENOENT))?;
+        let to_fd = self.target_dir_on(n.dst_dir, part)?;
+        let native = || {
+            backing::rename_at(
+                from_fd.as_fd_ref(),
+                n.c_src,
+                to_fd.as_fd_ref(),
+                n.c_dst,
+                flags,
+            )
+            .map_err(FsError::from)
+        };
+        let same_object = dst.is_some_and(|d| Key::of(&d[0].1) == Key::of(&st));
+        if same_object || !is_reg(&st) && dst.is_none_or(|d| !is_reg(&d[0].1)) {
+            return native();
+        }
+        let (from, to) = (self.folder_of(n.src_dir), self.folder_of(n.dst_dir));
+        let src_state = is_reg(&st).then(|| self.known_state(Key::of(&st), &st, n.src_dir));
+        let replaced = dst.map(|d| d[0].1).filter(is_reg);
+        let dst_state =
+            replaced.map(|d| (Key::of(&d), self.known_state(Key::of(&d), &d, n.dst_dir)));
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        // Moves the source's charge (if a regular file), then either swaps
+        // the target's charge (exchange) or drops the replaced name.
+        let move_dst = |op: &dyn Fn() -> FsResult<()>| match (&dst_state, exchange) {
+            (Some((_, ds)), true) => self.move_name(ds, to, from, n.name_of_src(), || op()),
+            (Some((key, ds)), false) => self.remove_name(*key, ds, to, || op()),
+            (None, _) => op(),
+        };
+        match &src_state {
+            Some(s) => self.move_name(s, from, to, n.newname, || move_dst(&native))?,
+            None => move_dst(&native)?,
+        }
+        if n.newname == CYRUS_HEADER
+            && self.layout.classify(&self.dir_path(n.dst_dir)) == DirRole::UuidMailbox
+        {
+            self.learn_uuid_owner(n.dst_dir);
+        }
+        Ok(())
+    }
+
+    fn rename_dir(
+        &self,
+        n: &Names,
+        src: &[Found],
+        dst: Option<&[Found]>,
+        flags: u32,
+    ) -> FsResult<()> {
+        if flags & RENAME_EXCHANGE != 0 {
+            return Err(FsError::Errno(libc::EINVAL)); // not supported across a union
+        }
+        let old_path = self.child_path(n.src_dir, OsStr::from_bytes_ref(n.c_src));
+        let new_path = self.child_path(n.dst_dir, n.newname);
+        if self.router.partition_for(&old_path) != self.router.partition_for(&new_path) {
+            return Err(FsError::CrossPartition);
+        }
+        if let Some(d) = dst {
+            self.clear_replaced_dir(n, src, d)?;
+        }
+        let copies = self.dir_copies(n.src_dir, n.c_src, src)?;
+        let moves = self.subtree_moves(&copies, &old_path, &new_path);
+        self.reserve_moves(&moves)?;
+        if let Err(e) = self.rename_copies(n, src) {
+            self.unreserve_moves(&moves);
+            return Err(e);
+        }
+        self.finish_moves(&moves);
+        self.relocate_dir_node(n, &src[0].1, &old_path, &new_path);
+        Ok(())
+    }
+
+    /// Renames every copy of a directory on its own partition.
+    fn rename_copies(&self, n: &Names, src: &[Found]) -> FsResult<()> {
+        for (part, _) in src {
+            let from = n
+                .src_dir
+                .dir()
+                .expect("dir")
+                .copy(*part)
+                .ok_or(FsError::Errno(libc::ENOENT))?;
+            let to = self.ensure_dir_on(n.dst_dir, *part)?;
+            backing::rename_at(from.as_fd_ref(), n.c_src, to.as_fd_ref(), n.c_dst, 0)?;
+        }
+        Ok(())
+    }
+
+    /// A directory rename replaces an empty directory: it must be empty in
+    /// every copy; copies where the source has none are removed first.
+    fn clear_replaced_dir(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {
+        if !is_dir(&dst[0].1) {
+            return Err(FsError::Errno(libc::ENOTDIR));
+        }
+        for (fd, _) in self
+            .dir_copies(n.dst_dir, n.c_dst, dst)?
+            .iter()
+            .map(|(p, fd)| (fd, p))
+        {
+            if !backing::read_dir(fd.as_fd_ref())?.is_empty() {
+                return Err(FsError::Errno(libc::ENOTEMPTY));
+            }
+        }
+        for (part, st) in dst
+            .iter()
+            .filter(|(p, _)| src.iter().all(|(sp, _)| sp != p))
+        {
+            let pfd = n
+                .dst_dir
+                .dir()
+                .expect("dir")
+                .copy(*part)
+                .ok_or(FsError::Errno(libc::ENOENT))?;
+            backing::unlink_at(pfd.as_fd_ref(), n.c_dst, true)?;
+            self.inodes.forget_key(&Key::of(st));
+        }
+        Ok(())
+    }
+
+    fn dir_copies(
+        &self,
+        parent: &Node,
+        c: &CStr,
+        found: &[Found],
+    ) -> FsResult<Vec<(usize, OwnedFd)>> {
+        let d = parent.dir().expect("dir");
+        found
+            .iter()
+            .map(|(p, _)| {
+                let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+                Ok((*p, backing::lookup_at(pfd.as_fd_ref(), c)?))
+            })
+            .collect()
+    }
+
+    /// Every regular file under a directory whose folder would change if
+    /// the directory moved from `old` to `new`.
+    fn subtree_moves(
+        &self,
+        copies: &[(usize, OwnedFd)],
+        old: &Path,
+        new: &Path,
+    ) -> Vec<ChargeMove> {
+        let mut moves = Vec::new();
+        for (_, fd) in copies {
+            self.walk_moves(fd, old.to_path_buf(), new.to_path_buf(), &mut moves);
+        }
+        moves
+    }
+
+    fn walk_moves(&self, fd: &OwnedFd, old: PathBuf, new: PathBuf, out: &mut Vec<ChargeMove>) {
+        let from = self.folder_for_path(&old, fd.as_fd());
+        let to = self.folder_for_path(&new, fd.as_fd());
+        let Ok(entries) = backing::read_dir(fd.as_fd_ref()) else {
+            return;
+        };
+        for e in entries {
+            let Ok(c) = backing::component(&e.name) else {
+                continue;
+            };
+            let Ok(st) = backing::stat_at(fd.as_fd_ref(), &c) else {
+                continue;
+            };
+            if is_dir(&st) {
+                if let Ok(child) = backing::lookup_at(fd.as_fd_ref(), &c) {
+                    self.walk_moves(&child, old.join(&e.name), new.join(&e.name), out);
+                }
+            } else if is_reg(&st) && from != to {
+                out.push(ChargeMove {
+                    key: Key::of(&st),
+                    size: st.st_size as u64,
+                    from,
+                    to,
+                });
+            }
+        }
+    }
+
+    /// Reserves every destination's share, all or nothing.
+    fn reserve_moves(&self, moves: &[ChargeMove]) -> FsResult<()> {
+        for (i, m) in moves.iter().enumerate() {
+            let Some(to) = m.to else { continue };
+            if let Err(r) = self.ledger.reserve(&[to], m.size, ChargeKind::Data) {
+                self.unreserve_moves(&moves[..i]);
+                log::warn!("EDQUOT: rename of a directory: {r}");
+                return Err(FsError::Quota(r));
+            }
+        }
+        Ok(())
+    }
+
+    fn unreserve_moves(&self, moves: &[ChargeMove]) {
+        for m in moves {
+            if let Some(to) = m.to {
+                self.ledger.refund(&[to], m.size);
+            }
+        }
+    }
+
+    /// After the rename: the old folders give their share back and live
+    /// file states learn their new folder.
+    fn finish_moves(&self, moves: &[ChargeMove]) {
+        for m in moves {
+            if let Some(from) = m.from {
+                self.ledger.refund(&[from], m.size);
+            }
+            if let Some(state) = self.files.get(&m.key).map(|s| s.clone()) {
+                let mut s = state.lock().unwrap();
+                if let Some(i) = m.from.and_then(|f| s.charges.iter().position(|c| *c == f)) {
+                    s.charges.swap_remove(i);
+                }
+                s.charges.extend(m.to);
+            }
+        }
+    }
+
+    fn relocate_dir_node(&self, n: &Names, st: &libc::stat, old: &Path, new: &Path) {
+        if let Some(node) = self.inodes.by_key(&Key::of(st)) {
+            let mut loc = node.dir().expect("dir").loc.write().unwrap();
+            loc.parent = n.dst_dir.ino;
+            loc.name = n.newname.to_owned();
+        }
+        let old_prefix = old.to_path_buf();
+        let moved: Vec<(PathBuf, FolderId)> = self
+            .uuid_owners
+            .iter()
+            .filter(|e| e.key().starts_with(&old_prefix))
+            .map(|e| {
+                (
+                    new.join(e.key().strip_prefix(&old_prefix).expect("prefix")),
+                    *e.value(),
+                )
+            })
+            .collect();
+        self.uuid_owners.retain(|k, _| !k.starts_with(&old_prefix));
+        for (k, v) in moved {
+            self.uuid_owners.insert(k, v);
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `dir`'s copy on `part` as a rename/link target: it must be the
+    /// directory's home partition or the directory must exist there.
+    fn target_dir_on(&self, dir: &Node, part: usize) -> FsResult<Arc<OwnedFd>> {
+        if let Some(fd) = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?.copy(part) {
+            return Ok(fd);
+        }
+        if self.home_partition(dir) != part {
+            return Err(FsError::CrossPartition);
+        }
+        self.ensure_dir_on(dir, part)
+    }
+
+    /// The accounting state of a regular file met by name: the shared one
+    /// if known, else a private one from its `lstat`.
+    fn known_state(&self, key: Key, st: &libc::stat, dir: &Node) -> Arc<Mutex<FileState>> {
+        if let Some(s) = self.files.get(&key) {
+            return s.clone();
+        }
+        let charges = self.folder_of(dir).into_iter().collect();
+        Arc::new(Mutex::new(FileState {
+            size: st.st_size as u64,
+            nlink: st.st_nlink,
+            charges,
+            ..Default::default()
+        }))
+    }
+}
+
+/// The four names a rename works with.
+struct Names<'a> {
+    src_dir: &'a Node,
+    dst_dir: &'a Node,
+    c_src: &'a CStr,
+    c_dst: &'a CStr,
+    newname: &'a OsStr,
+}
+
+impl Names<'_> {
+    fn name_of_src(&self) -> &OsStr {
+        OsStr::from_bytes_ref(self.c_src)
+    }
+}
+
+trait FromCStr {
+    fn from_bytes_ref(c: &CStr) -> &OsStr;
+}
+
+impl FromCStr for OsStr {
+    fn from_bytes_ref(c: &CStr) -> &OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        OsStr::from_bytes(c.to_bytes())
+    }
+}

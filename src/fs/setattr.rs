@@ -1,0 +1,123 @@
+//! setattr: truncate (through the accounting path), chown, chmod, utimens.
+//! The kernel has already checked permissions (`default_permissions`); a
+//! directory's change applies to all its partition copies.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, TimeOrNow};
+
+use super::SpoolFs;
+use super::inode::{Body, Node};
+use crate::backing::{self, AsFdRef};
+use crate::error::{FsError, FsResult};
+
+/// The changes one setattr asks for.
+#[derive(Default, Debug)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    pub fh: Option<u64>,
+}
+
+impl SpoolFs {
+    pub fn setattr(&self, ino: u64, a: SetAttr) -> FsResult<FileAttr> {
+        let node = self.node(ino)?;
+        if let Some(size) = a.size {
+            self.truncate(&node, size, a.fh)?;
+        }
+        let fds = fds_of(&node);
+        if a.uid.is_some() || a.gid.is_some() {
+            for fd in &fds {
+                backing::chown_fd(fd.as_fd_ref(), a.uid, a.gid)?;
+            }
+        }
+        if let (Some(mode), false) = (
+            a.mode,
+            matches!(node.body, Body::Other(_)) && is_symlink(&node),
+        ) {
+            for fd in &fds {
+                backing::chmod_fd(fd.as_fd_ref(), mode & 0o7777)?;
+            }
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));
+            for fd in &fds {
+                backing::utimens_fd(fd.as_fd_ref(), at, mt)?;
+            }
+        }
+        self.getattr(ino)
+    }
+
+    fn truncate(&self, node: &Node, size: u64, fh: Option<u64>) -> FsResult<()> {
+        let file = match &node.body {
+            Body::File(f) => f,
+            Body::Dir(_) => return Err(FsError::Errno(libc::EISDIR)),
+            Body::Other(_) => return Err(FsError::Errno(libc::EINVAL)),
+        };
+        if let Some(h) = fh.and_then(|fh| self.handle_fd(fh)) {
+            return self.truncate_handle(&h, size);
+        }
+        let fd = file.leaf.fd.as_fd_ref();
+        self.change_size(
+            &file.state,
+            "truncate",
+            |_| size,
+            || backing::truncate_fd(fd, size),
+            |_, _| size,
+        )
+    }
+}
+
+/// Every backing descriptor a change must reach.
+fn fds_of(node: &Node) -> Vec<Arc<OwnedFd>> {
+    match &node.body {
+        Body::Dir(d) => d.copies().into_iter().map(|(_, fd)| fd).collect(),
+        Body::File(f) => vec![Arc::new(
+            f.leaf.fd.as_fd_ref().try_clone_to_owned().expect("dup"),
+        )],
+        Body::Other(l) => vec![Arc::new(
+            l.fd.as_fd_ref().try_clone_to_owned().expect("dup"),
+        )],
+    }
+}
+
+fn is_symlink(node: &Node) -> bool {
+    node.stat()
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+        .unwrap_or(false)
+}
+
+fn timespec(t: TimeOrNow) -> libc::timespec {
+    match t {
+        TimeOrNow::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        TimeOrNow::SpecificTime(t) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => before_epoch(e.duration()),
+            };
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
+        }
+    }
+}
+
+fn before_epoch(d: std::time::Duration) -> (i64, i64) {
+    let _ = SystemTime::now;
+    let nanos = d.subsec_nanos() as i64;
+    if nanos == 0 {
+        (-(d.as_secs() as i64), 0)
+    } else {
+        (-(d.as_secs() as i64) - 1, 1_000_000_000 - nanos)
+    }
+}
