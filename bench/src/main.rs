@@ -393,6 +393,7 @@ fn run_spoolfs(bin: &Path, base: &Path, env: &Env, per_target: &[Workload], log:
     for d in [&p1, &p2, &state, &mnt] {
         std::fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
     }
+    let mut first: Result<()> = Ok(());
     if !per_target.is_empty() {
         let cfg = base.join("spoolfs.toml");
         spoolfs::write_config(&cfg, &SpoolfsConfig { p1: &p1, p2: &p2, state_dir: &state, threads: env.spoolfs_threads })?;
@@ -401,11 +402,18 @@ fn run_spoolfs(bin: &Path, base: &Path, env: &Env, per_target: &[Workload], log:
         let r = workloads::run_on_target(&mnt, &env.params, per_target, log, out);
         let u = g.unmount();
         drop(g);
-        r?;
-        u?;
+        first = r.and(u);
     }
+    // mount-scan runs even if a workload above failed (it uses its own mounts).
     if let Some(c) = &env.corpus {
-        out.extend(workloads::mountscan::measure(c, bin, base, env.spoolfs_threads, env.mount_timeout, log)?);
+        if !sys::interrupted() {
+            let ms = workloads::mountscan::measure(c, bin, base, env.spoolfs_threads, env.mount_timeout, log);
+            match ms {
+                Ok(ms) => out.extend(ms),
+                Err(e) if first.is_ok() => first = Err(e),
+                Err(e) => eprintln!("error: mount-scan: {e}"),
+            }
+        }
     }
-    Ok(())
+    first
 }

@@ -1,0 +1,38 @@
+#!/bin/sh
+# The project's test command: installs what the tests need (Debian
+# packages), then runs the unit and integration tests (which mount spoolfs
+# for real), the Cyrus IMAP end-to-end test and a benchmark smoke run.
+# Needs root (mounts, loop devices, drop_caches). Usage: scripts/test.sh [--quick]
+set -eu
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+need=""
+for pkg_cmd in fuse3:fusermount3 e2fsprogs:mkfs.ext4 util-linux:losetup; do
+  command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need="$need ${pkg_cmd%%:*}"
+done
+if [ -n "$need" ]; then
+  apt-get update -qq
+  apt-get install -y -qq $need
+fi
+modprobe fuse 2>/dev/null || true
+
+cargo build --release --all-targets
+# Integration tests mount real filesystems; a few at a time keeps the
+# 2-core machine responsive.
+cargo test --release -- --test-threads=4
+
+if [ "${1:-}" = "--quick" ]; then
+  exit 0
+fi
+if [ -f tests/cyrus/cyrus_e2e.py ]; then
+  for layout in uuid legacy; do
+    python3 tests/cyrus/cyrus_e2e.py --layout "$layout" --spool-backend spoolfs \
+      --spoolfs-bin "$PWD/target/release/spoolfs"
+  done
+fi
+if [ -f bench/Cargo.toml ]; then
+  cargo build --release --manifest-path bench/Cargo.toml
+  bench/target/release/spoolfs-bench --scale tiny --runs 1 --targets native,spoolfs \
+    --spoolfs-bin "$PWD/target/release/spoolfs"
+fi

@@ -1,0 +1,264 @@
+//! Shared harness for integration tests: mounts spoolfs for real over
+//! temporary partitions and always unmounts, also when a test panics.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spoolfs");
+
+/// A spoolfs mount with its temp dir, partitions and daemon. Dropping it
+/// unmounts and reaps the daemon.
+pub struct Mount {
+    pub tmp: tempfile::TempDir,
+    pub mnt: PathBuf,
+    pub parts: Vec<(String, PathBuf)>,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// What to mount: partition names (dirs made under the temp dir unless a
+/// path is given) and the rest of the TOML config (routes, layout, quota…).
+pub struct Spec {
+    pub parts: Vec<(String, Option<PathBuf>)>,
+    pub extra: String,
+}
+
+impl Spec {
+    pub fn new(names: &[&str]) -> Spec {
+        Spec { parts: names.iter().map(|n| (n.to_string(), None)).collect(), extra: String::new() }
+    }
+
+    /// A partition at a given path (e.g. a loop-mounted image).
+    pub fn at(names_paths: &[(&str, &Path)]) -> Spec {
+        Spec { parts: names_paths.iter().map(|(n, p)| (n.to_string(), Some(p.to_path_buf()))).collect(), extra: String::new() }
+    }
+
+    pub fn extra(mut self, toml: &str) -> Spec {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn mount(self) -> Mount {
+        Mount::start(self)
+    }
+}
+
+impl Mount {
+    fn start(spec: Spec) -> Mount {
+        let tmp = tempfile::Builder::new().prefix("spoolfs-test").tempdir().expect("tempdir");
+        let mnt = tmp.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let parts: Vec<(String, PathBuf)> = spec
+            .parts
+            .iter()
+            .map(|(n, p)| {
+                let path = p.clone().unwrap_or_else(|| tmp.path().join(format!("part-{n}")));
+                fs::create_dir_all(&path).unwrap();
+                (n.clone(), path)
+            })
+            .collect();
+        let state = tmp.path().join("state");
+        let mut toml = String::from("[partitions]\n");
+        for (n, p) in &parts {
+            toml.push_str(&format!("{n} = \"{}\"\n", p.display()));
+        }
+        toml.push_str(&spec.extra);
+        if !spec.extra.contains("[control]") {
+            toml.push_str(&format!("[control]\nstate_dir = \"{}\"\n", state.display()));
+        }
+        let config = tmp.path().join("spoolfs.toml");
+        fs::write(&config, toml).unwrap();
+        let log = tmp.path().join("daemon.log");
+        let mut m = Mount { tmp, mnt, parts, config, state, log, child: None };
+        m.spawn();
+        m
+    }
+
+    /// Starts the daemon and waits for the mount to appear.
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .args(["mount", "--config"])
+            .arg(&self.config)
+            .arg(&self.mnt)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn spoolfs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !is_mounted(&self.mnt) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("spoolfs exited before mounting ({status}):\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "mount did not appear:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// The backing path of `rel` on partition `name`.
+    pub fn backing(&self, name: &str, rel: &str) -> PathBuf {
+        let (_, p) = self.parts.iter().find(|(n, _)| n == name).expect("partition");
+        p.join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Unmounts and waits for the daemon; returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let st = child.wait().ok();
+                lazy_unmount(&self.mnt);
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the daemon (a crash) and clears the stale mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        lazy_unmount(&self.mnt);
+    }
+
+    /// Stops and mounts again on the same partitions and config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// `spoolfs <args> MOUNTPOINT`, as root; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN).args(args).arg(&self.mnt).output().expect("run spoolfs");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    /// `spoolfs usage --json` parsed.
+    pub fn usage(&self) -> serde_json::Value {
+        let (ok, out, err) = self.cli(&["usage", "--json"]);
+        assert!(ok, "usage failed: {err}");
+        serde_json::from_str(&out).expect("usage json")
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        self.stop();
+        if failed {
+            eprintln!("--- spoolfs daemon log ---\n{}", self.log_text());
+        }
+    }
+}
+
+pub fn is_mounted(mnt: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let want = mnt.to_string_lossy();
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() > 2 && f[1] == want && f[2] == "fuse.spoolfs"
+    })
+}
+
+fn lazy_unmount(mnt: &Path) {
+    let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+/// Runs `f` in a forked child as `uid`/`gid` (with no supplementary
+/// groups unless given); returns the child's exit code.
+pub fn as_user(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> i32) -> i32 {
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let ok = libc::setgroups(groups.len(), groups.as_ptr()) == 0
+                && libc::setgid(gid) == 0
+                && libc::setuid(uid) == 0;
+            let code = if ok { f() } else { 99 };
+            libc::_exit(code);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) }
+    }
+}
+
+/// Sum of st_size of every regular file name under `dir` (recursive).
+pub fn recount(dir: &Path) -> u64 {
+    let mut total = 0;
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    for e in rd.flatten() {
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        if md.is_dir() {
+            total += recount(&e.path());
+        } else if md.is_file() {
+            total += md.len();
+        }
+    }
+    total
+}
+
+/// A small loop-mounted ext4 image (no reserved blocks, so root fills it
+/// exactly like anyone else). Unmounted and detached on drop.
+pub struct LoopFs {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl LoopFs {
+    pub fn ext4(size_mb: u64) -> LoopFs {
+        let tmp = tempfile::Builder::new().prefix("spoolfs-loop").tempdir().unwrap();
+        let img = tmp.path().join("img");
+        let dir = tmp.path().join("fs");
+        fs::create_dir(&dir).unwrap();
+        let f = fs::File::create(&img).unwrap();
+        f.set_len(size_mb << 20).unwrap();
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0", "-O", "^has_journal"]).arg(&img));
+        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&dir));
+        LoopFs { dir, _tmp: tmp }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
