@@ -1,0 +1,111 @@
+//! The fstab path: `mount -t fuse.spoolfs CONFIG MOUNTPOINT -o OPTIONS`
+//! and an fstab line, through mount(8) and the shipped helper
+//! `mount-scripts/mount.fuse.spoolfs` (installed as /sbin/mount.fuse.spoolfs).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{is_mounted, BIN};
+
+/// Unmounts on drop and waits for the background daemon to exit.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+        wait_for_daemon_exit(&self.0);
+    }
+}
+
+fn daemon_running(mnt: &Path) -> bool {
+    let Ok(out) = Command::new("pgrep").args(["-f", &format!("spoolfs mount .* {}$", mnt.display())]).output() else {
+        return false;
+    };
+    !out.stdout.is_empty()
+}
+
+fn wait_for_daemon_exit(mnt: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon_running(mnt) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn install_helper() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/mount.fuse.spoolfs");
+    fs::copy(&src, "/sbin/mount.fuse.spoolfs").expect("install /sbin/mount.fuse.spoolfs (tests run as root)");
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    install_helper();
+    let tmp = tempfile::Builder::new().prefix("spoolfs-fstab").tempdir().unwrap();
+    let (fast, slow, mnt) = (tmp.path().join("fast"), tmp.path().join("slow"), tmp.path().join("mnt"));
+    for d in [&fast, &slow, &mnt] {
+        fs::create_dir(d).unwrap();
+    }
+    let config = tmp.path().join("spoolfs.toml");
+    let toml = format!(
+        "[partitions]\nfast = \"{}\"\nslow = \"{}\"\n[[route]]\nmatch = \"archive/**\"\npartition = \"slow\"\n[control]\nstate_dir = \"{}\"\n",
+        fast.display(),
+        slow.display(),
+        tmp.path().join("state").display()
+    );
+    fs::write(&config, toml).unwrap();
+    (tmp, config, mnt)
+}
+
+fn mount_cmd(tmp: &Path) -> Command {
+    let mut c = Command::new("mount");
+    c.env("SPOOLFS_BIN", BIN).env("SPOOLFS_LOG", tmp.join("daemon.log"));
+    c
+}
+
+fn check_working(mnt: &Path, tmp: &Path) {
+    assert!(is_mounted(mnt), "not mounted; log:\n{}", fs::read_to_string(tmp.join("daemon.log")).unwrap_or_default());
+    fs::create_dir_all(mnt.join("archive/x")).unwrap();
+    fs::write(mnt.join("archive/x/m"), b"hello").unwrap();
+    assert_eq!(fs::read(tmp.join("slow/archive/x/m")).unwrap(), b"hello");
+}
+
+#[test]
+fn mount_t_fuse_spoolfs_works_and_umount_stops_the_daemon() {
+    let (tmp, config, mnt) = setup();
+    let st = mount_cmd(tmp.path()).args(["-t", "fuse.spoolfs", "-o", "allow_other"]).arg(&config).arg(&mnt).status().unwrap();
+    let guard = Mounted(mnt.clone());
+    assert!(st.success(), "mount -t fuse.spoolfs failed");
+    check_working(&mnt, tmp.path());
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_for_daemon_exit(&mnt);
+    assert!(!is_mounted(&mnt));
+    assert!(!daemon_running(&mnt), "daemon still running after umount");
+    drop(guard);
+}
+
+#[test]
+fn fstab_line_mounts() {
+    let (tmp, config, mnt) = setup();
+    let fstab = tmp.path().join("fstab");
+    fs::write(&fstab, format!("{} {} fuse.spoolfs defaults,allow_other 0 0\n", config.display(), mnt.display())).unwrap();
+    let st = mount_cmd(tmp.path()).arg("-T").arg(&fstab).arg(&mnt).status().unwrap();
+    let _guard = Mounted(mnt.clone());
+    assert!(st.success(), "mount via fstab line failed");
+    check_working(&mnt, tmp.path());
+}
+
+#[test]
+fn helper_reports_a_bad_config() {
+    let (tmp, config, mnt) = setup();
+    fs::write(&config, "[partitions]\nfast = \"/nonexistent/spoolfs-partition\"\n").unwrap();
+    let out = mount_cmd(tmp.path()).args(["-t", "fuse.spoolfs"]).arg(&config).arg(&mnt).output().unwrap();
+    let _guard = Mounted(mnt.clone());
+    assert!(!out.status.success());
+    assert!(!is_mounted(&mnt));
+    let log = fs::read_to_string(tmp.path().join("daemon.log")).unwrap();
+    assert!(log.contains("partitions.fast"), "log should name the key: {log}");
+}
