@@ -271,11 +271,13 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok(); // writes are write-through: nothing is buffered here
+        // Writes are write-through: nothing is buffered here.
+        self.fs.flush(fh.0);
+        reply.ok();
     }
 
     fn release(

@@ -64,6 +64,8 @@ impl fmt::Display for Scope {
 pub struct Refusal {
     pub scope: Scope,
     pub tenant: Option<String>,
+    /// For a tenant refusal: the mailbox the refused bytes were for.
+    pub mailbox: Option<String>,
     /// The hard limit.
     pub limit: u64,
     /// Extra room the refused reservation was allowed (metadata grace, else 0).
@@ -85,6 +87,9 @@ impl fmt::Display for Refusal {
         write!(f, "{}", self.scope)?;
         if let (Scope::Mailbox(_), Some(tenant)) = (&self.scope, &self.tenant) {
             write!(f, " (tenant {tenant})")?;
+        }
+        if let (Scope::Tenant(_), Some(mailbox)) = (&self.scope, &self.mailbox) {
+            write!(f, " (mailbox {mailbox})")?;
         }
         write!(f, " limit {}", self.limit)?;
         if self.grace > 0 {
@@ -198,13 +203,37 @@ impl Ledger {
         if bytes == 0 || charges.is_empty() {
             return Ok(());
         }
+        let charges: Vec<(FolderId, u64)> = charges.iter().map(|&f| (f, bytes)).collect();
+        self.reserve_net(&charges, &[], kind)
+    }
+
+    /// A reservation for an operation that also takes bytes away from
+    /// folders once it is done (a rename's source, a replaced file): each
+    /// account is checked on its *net* growth, charges minus `credits`, so
+    /// moving mail between two mailboxes of a full tenant is not refused.
+    /// The charges are applied in full now; the caller refunds the credits
+    /// when the operation has happened (or the charges if it failed), so
+    /// usage is never below what is on disk in between.
+    pub fn reserve_net(
+        &self,
+        charges: &[(FolderId, u64)],
+        credits: &[(FolderId, u64)],
+        kind: ChargeKind,
+    ) -> Result<(), Refusal> {
+        if charges.iter().all(|&(_, bytes)| bytes == 0) {
+            return Ok(());
+        }
         let grace = match kind {
             ChargeKind::Data => 0,
             ChargeKind::Metadata => self.metadata_grace,
         };
         let mut state = self.lock();
-        state.check(charges, bytes, grace)?;
-        state.charge(charges, bytes, self.warn_percent);
+        state.check(charges, credits, grace)?;
+        for &(folder, bytes) in charges {
+            if bytes > 0 {
+                state.charge(&[folder], bytes, self.warn_percent);
+            }
+        }
         Ok(())
     }
 
@@ -695,35 +724,62 @@ impl State {
         }
     }
 
-    /// Refuses if adding `bytes` per occurrence would take any touched
-    /// account past its limit plus `grace`. Mailboxes are checked first: the
-    /// more specific refusal is the more useful one to an operator.
-    fn check(&self, charges: &[FolderId], bytes: u64, grace: u64) -> Result<(), Refusal> {
-        let additions = self.additions(charges, bytes);
-        let mailboxes = additions
-            .mailboxes
-            .iter()
-            .map(|&(i, add)| (&self.mailboxes.list[i], add));
-        let tenants = additions
-            .tenants
-            .iter()
-            .map(|&(i, add)| (&self.tenants.list[i], add));
-        for (account, asked) in mailboxes.chain(tenants) {
-            check_account(account, asked, grace)?;
+    /// Refuses if `charges` minus `credits` would take any touched account
+    /// past its limit plus `grace`. Only accounts that grow are checked.
+    /// Mailboxes are checked first: the more specific refusal is the more
+    /// useful one to an operator.
+    fn check(
+        &self,
+        charges: &[(FolderId, u64)],
+        credits: &[(FolderId, u64)],
+        grace: u64,
+    ) -> Result<(), Refusal> {
+        let additions = self.net_additions(charges, credits);
+        for &(i, asked) in &additions.mailboxes {
+            check_account(&self.mailboxes.list[i], asked, grace)?;
+        }
+        for &(i, asked) in &additions.tenants {
+            check_account(&self.tenants.list[i], asked, grace).map_err(|mut r| {
+                // Name the mailbox the bytes were for: operators ask "who".
+                r.mailbox = charges
+                    .iter()
+                    .map(|(id, _)| &self.folders[id.0 as usize])
+                    .find(|f| f.tenant == Some(i))
+                    .map(|f| scope_name(&self.mailboxes.list[f.mailbox].scope));
+                r
+            })?;
         }
         Ok(())
     }
 
-    fn additions(&self, charges: &[FolderId], bytes: u64) -> Additions {
-        let mut additions = Additions::default();
-        for id in charges {
+    /// Net growth of every account the charges touch, as (index, bytes),
+    /// only where positive.
+    fn net_additions(&self, charges: &[(FolderId, u64)], credits: &[(FolderId, u64)]) -> Additions {
+        let mut mailboxes: Vec<(usize, i128)> = Vec::new();
+        let mut tenants: Vec<(usize, i128)> = Vec::new();
+        let mut add = |id: FolderId, bytes: i128, only_existing: bool| {
             let folder = &self.folders[id.0 as usize];
-            accumulate(&mut additions.mailboxes, folder.mailbox, bytes);
+            accumulate_net(&mut mailboxes, folder.mailbox, bytes, only_existing);
             if let Some(tenant) = folder.tenant {
-                accumulate(&mut additions.tenants, tenant, bytes);
+                accumulate_net(&mut tenants, tenant, bytes, only_existing);
             }
+        };
+        for &(id, bytes) in charges {
+            add(id, bytes as i128, false);
         }
-        additions
+        for &(id, bytes) in credits {
+            add(id, -(bytes as i128), true);
+        }
+        let positive = |v: Vec<(usize, i128)>| {
+            v.into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(i, n)| (i, u64::try_from(n).unwrap_or(u64::MAX)))
+                .collect()
+        };
+        Additions {
+            mailboxes: positive(mailboxes),
+            tenants: positive(tenants),
+        }
     }
 
     fn charge(&mut self, charges: &[FolderId], bytes: u64, warn_percent: u8) {
@@ -906,11 +962,18 @@ fn check_account(account: &Account, asked: u64, grace: u64) -> Result<(), Refusa
     })
 }
 
-fn accumulate(totals: &mut Vec<(usize, u64)>, account: usize, bytes: u64) {
+/// Credits only offset accounts the charges touch (`only_existing`).
+fn accumulate_net(
+    totals: &mut Vec<(usize, i128)>,
+    account: usize,
+    bytes: i128,
+    only_existing: bool,
+) {
     // A handful of accounts at most: a linear scan beats a map here.
     match totals.iter_mut().find(|(i, _)| *i == account) {
-        Some((_, total)) => *total = total.saturating_add(bytes),
-        None => totals.push((account, bytes)),
+        Some((_, total)) => *total += bytes,
+        None if !only_existing => totals.push((account, bytes)),
+        None => {}
     }
 }
 
@@ -1527,6 +1590,7 @@ mod tests {
         let refusal = Refusal {
             scope: mailbox(JOHN),
             tenant: Some(TENANT.into()),
+            mailbox: None,
             limit: 1_048_576,
             grace: 0,
             used: 1_048_000,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{is_mounted, BIN};
+use common::{BIN, is_mounted};
 
 /// Unmounts on drop and waits for the background daemon to exit.
 struct Mounted(PathBuf);
@@ -24,7 +24,10 @@ impl Drop for Mounted {
 }
 
 fn daemon_running(mnt: &Path) -> bool {
-    let Ok(out) = Command::new("pgrep").args(["-f", &format!("spoolfs mount .* {}$", mnt.display())]).output() else {
+    let Ok(out) = Command::new("pgrep")
+        .args(["-f", &format!("spoolfs mount .* {}$", mnt.display())])
+        .output()
+    else {
         return false;
     };
     !out.stdout.is_empty()
@@ -39,13 +42,21 @@ fn wait_for_daemon_exit(mnt: &Path) {
 
 fn install_helper() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/mount.fuse.spoolfs");
-    fs::copy(&src, "/sbin/mount.fuse.spoolfs").expect("install /sbin/mount.fuse.spoolfs (tests run as root)");
+    fs::copy(&src, "/sbin/mount.fuse.spoolfs")
+        .expect("install /sbin/mount.fuse.spoolfs (tests run as root)");
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     install_helper();
-    let tmp = tempfile::Builder::new().prefix("spoolfs-fstab").tempdir().unwrap();
-    let (fast, slow, mnt) = (tmp.path().join("fast"), tmp.path().join("slow"), tmp.path().join("mnt"));
+    let tmp = tempfile::Builder::new()
+        .prefix("spoolfs-fstab")
+        .tempdir()
+        .unwrap();
+    let (fast, slow, mnt) = (
+        tmp.path().join("fast"),
+        tmp.path().join("slow"),
+        tmp.path().join("mnt"),
+    );
     for d in [&fast, &slow, &mnt] {
         fs::create_dir(d).unwrap();
     }
@@ -62,12 +73,17 @@ fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
 
 fn mount_cmd(tmp: &Path) -> Command {
     let mut c = Command::new("mount");
-    c.env("SPOOLFS_BIN", BIN).env("SPOOLFS_LOG", tmp.join("daemon.log"));
+    c.env("SPOOLFS_BIN", BIN)
+        .env("SPOOLFS_LOG", tmp.join("daemon.log"));
     c
 }
 
 fn check_working(mnt: &Path, tmp: &Path) {
-    assert!(is_mounted(mnt), "not mounted; log:\n{}", fs::read_to_string(tmp.join("daemon.log")).unwrap_or_default());
+    assert!(
+        is_mounted(mnt),
+        "not mounted; log:\n{}",
+        fs::read_to_string(tmp.join("daemon.log")).unwrap_or_default()
+    );
     fs::create_dir_all(mnt.join("archive/x")).unwrap();
     fs::write(mnt.join("archive/x/m"), b"hello").unwrap();
     assert_eq!(fs::read(tmp.join("slow/archive/x/m")).unwrap(), b"hello");
@@ -76,7 +92,12 @@ fn check_working(mnt: &Path, tmp: &Path) {
 #[test]
 fn mount_t_fuse_spoolfs_works_and_umount_stops_the_daemon() {
     let (tmp, config, mnt) = setup();
-    let st = mount_cmd(tmp.path()).args(["-t", "fuse.spoolfs", "-o", "allow_other"]).arg(&config).arg(&mnt).status().unwrap();
+    let st = mount_cmd(tmp.path())
+        .args(["-t", "fuse.spoolfs", "-o", "allow_other"])
+        .arg(&config)
+        .arg(&mnt)
+        .status()
+        .unwrap();
     let guard = Mounted(mnt.clone());
     assert!(st.success(), "mount -t fuse.spoolfs failed");
     check_working(&mnt, tmp.path());
@@ -91,8 +112,21 @@ fn mount_t_fuse_spoolfs_works_and_umount_stops_the_daemon() {
 fn fstab_line_mounts() {
     let (tmp, config, mnt) = setup();
     let fstab = tmp.path().join("fstab");
-    fs::write(&fstab, format!("{} {} fuse.spoolfs defaults,allow_other 0 0\n", config.display(), mnt.display())).unwrap();
-    let st = mount_cmd(tmp.path()).arg("-T").arg(&fstab).arg(&mnt).status().unwrap();
+    fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse.spoolfs defaults,allow_other 0 0\n",
+            config.display(),
+            mnt.display()
+        ),
+    )
+    .unwrap();
+    let st = mount_cmd(tmp.path())
+        .arg("-T")
+        .arg(&fstab)
+        .arg(&mnt)
+        .status()
+        .unwrap();
     let _guard = Mounted(mnt.clone());
     assert!(st.success(), "mount via fstab line failed");
     check_working(&mnt, tmp.path());
@@ -101,11 +135,23 @@ fn fstab_line_mounts() {
 #[test]
 fn helper_reports_a_bad_config() {
     let (tmp, config, mnt) = setup();
-    fs::write(&config, "[partitions]\nfast = \"/nonexistent/spoolfs-partition\"\n").unwrap();
-    let out = mount_cmd(tmp.path()).args(["-t", "fuse.spoolfs"]).arg(&config).arg(&mnt).output().unwrap();
+    fs::write(
+        &config,
+        "[partitions]\nfast = \"/nonexistent/spoolfs-partition\"\n",
+    )
+    .unwrap();
+    let out = mount_cmd(tmp.path())
+        .args(["-t", "fuse.spoolfs"])
+        .arg(&config)
+        .arg(&mnt)
+        .output()
+        .unwrap();
     let _guard = Mounted(mnt.clone());
     assert!(!out.status.success());
     assert!(!is_mounted(&mnt));
     let log = fs::read_to_string(tmp.path().join("daemon.log")).unwrap();
-    assert!(log.contains("partitions.fast"), "log should name the key: {log}");
+    assert!(
+        log.contains("partitions.fast"),
+        "log should name the key: {log}"
+    );
 }

@@ -54,13 +54,11 @@ impl SpoolFs {
 
     /// The owner of a UUID mailbox directory: remembered, or read from its
     /// `cyrus.header` (after a restart the scan has remembered it already).
-    fn uuid_owner(&self, path: &Path, dir: &Node) -> Option<FolderId> {
-        if let Some(f) = self.uuid_owners.get(path) {
-            return Some(*f);
-        }
-        let folder = self.read_header(dir)?;
-        self.uuid_owners.insert(path.to_path_buf(), folder);
-        Some(folder)
+    /// Only what was learned counts (at start-up, or when a header landed
+    /// through this mount): the files in the directory were charged to
+    /// exactly that, so reading a newer header here would desynchronise.
+    fn uuid_owner(&self, path: &Path, _dir: &Node) -> Option<FolderId> {
+        self.uuid_owners.get(path).map(|f| *f)
     }
 
     fn read_header(&self, dir: &Node) -> Option<FolderId> {
@@ -256,7 +254,7 @@ impl SpoolFs {
     pub(super) fn remove_name(
         &self,
         key: Key,
-        state: &Mutex<FileState>,
+        state: &Arc<Mutex<FileState>>,
         folder: Option<FolderId>,
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
@@ -267,12 +265,14 @@ impl SpoolFs {
             remove_one(&mut s.charges, f);
             self.ledger.refund(&[f], s.size);
         }
-        if s.nlink == 0 {
-            self.inodes.forget_key(&key);
-        }
-        let single = s.nlink <= 1;
+        let (gone, single) = (s.nlink == 0, s.nlink <= 1);
         drop(s);
-        if single {
+        if gone {
+            // The backing inode number may be reused by a new file at once:
+            // neither the node nor this state may answer for it any more.
+            self.inodes.forget_key(&key);
+            self.files.remove_if(&key, |_, st| Arc::ptr_eq(st, state));
+        } else if single {
             // Only multi-name files need their state kept without a node.
             self.files
                 .remove_if(&key, |_, st| Arc::strong_count(st) == 1);
@@ -321,12 +321,17 @@ impl SpoolFs {
     /// A `cyrus.header` landed in a UUID mailbox directory: learn its owner
     /// and move the directory's files to it. Not refused: Cyrus cannot
     /// recover from a failed header rename; growth after it is limited.
+    /// A `cyrus.header` landed (renamed into place, or written and closed)
+    /// in `dir`: if it names a new owner, move the directory's files to it.
     pub(super) fn learn_uuid_owner(&self, dir: &Node) {
+        let path = self.dir_path(dir);
+        if self.layout.classify(&path) != DirRole::UuidMailbox {
+            return;
+        }
         let Some(new) = self.read_header(dir) else {
             return;
         };
-        let old = self.folder_of(dir);
-        let path = self.dir_path(dir);
+        let old = self.uuid_owners.get(&path).map(|f| *f);
         self.uuid_owners.insert(path.clone(), new);
         if old != Some(new) {
             info!(

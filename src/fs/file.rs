@@ -22,6 +22,7 @@ use super::dir::DirEntryOut;
 use super::inode::{FileNode, Node};
 use crate::backing;
 use crate::error::{FsError, FsResult};
+use crate::layout::CYRUS_HEADER;
 
 pub struct OpenFile {
     node: Arc<Node>,
@@ -167,6 +168,25 @@ impl SpoolFs {
         }
         o.passthrough_opens += 1;
         Ok(o.backing.clone())
+    }
+
+    /// close(2): a `cyrus.header` written in place (Cyrus copies a mailbox
+    /// to another partition that way) names the directory's owner now.
+    pub fn flush(&self, fh: u64) {
+        let Ok(h) = self.handles.file(fh) else { return };
+        if !h.writable {
+            return;
+        }
+        let parent = {
+            let s = h.file().state.lock().unwrap();
+            if s.name != CYRUS_HEADER {
+                return;
+            }
+            s.parent
+        };
+        if let Ok(dir) = self.dir_node(parent) {
+            self.learn_uuid_owner(&dir);
+        }
     }
 
     pub fn release(&self, fh: u64) {

@@ -17,7 +17,7 @@ use super::lookup::Found;
 use super::{SpoolFs, is_dir, is_reg};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
-use crate::layout::{CYRUS_HEADER, DirRole};
+use crate::layout::CYRUS_HEADER;
 use crate::quota::{ChargeKind, FolderId};
 
 const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
@@ -161,9 +161,7 @@ impl SpoolFs {
             Some(s) => self.move_name(s, from, to, n.newname, || move_dst(&native))?,
             None => move_dst(&native)?,
         }
-        if n.newname == CYRUS_HEADER
-            && self.layout.classify(&self.dir_path(n.dst_dir)) == DirRole::UuidMailbox
-        {
+        if n.newname == CYRUS_HEADER {
             self.learn_uuid_owner(n.dst_dir);
         }
         Ok(())

@@ -30,12 +30,21 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(names: &[&str]) -> Spec {
-        Spec { parts: names.iter().map(|n| (n.to_string(), None)).collect(), extra: String::new() }
+        Spec {
+            parts: names.iter().map(|n| (n.to_string(), None)).collect(),
+            extra: String::new(),
+        }
     }
 
     /// A partition at a given path (e.g. a loop-mounted image).
     pub fn at(names_paths: &[(&str, &Path)]) -> Spec {
-        Spec { parts: names_paths.iter().map(|(n, p)| (n.to_string(), Some(p.to_path_buf()))).collect(), extra: String::new() }
+        Spec {
+            parts: names_paths
+                .iter()
+                .map(|(n, p)| (n.to_string(), Some(p.to_path_buf())))
+                .collect(),
+            extra: String::new(),
+        }
     }
 
     pub fn extra(mut self, toml: &str) -> Spec {
@@ -51,14 +60,19 @@ impl Spec {
 
 impl Mount {
     fn start(spec: Spec) -> Mount {
-        let tmp = tempfile::Builder::new().prefix("spoolfs-test").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("spoolfs-test")
+            .tempdir()
+            .expect("tempdir");
         let mnt = tmp.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         let parts: Vec<(String, PathBuf)> = spec
             .parts
             .iter()
             .map(|(n, p)| {
-                let path = p.clone().unwrap_or_else(|| tmp.path().join(format!("part-{n}")));
+                let path = p
+                    .clone()
+                    .unwrap_or_else(|| tmp.path().join(format!("part-{n}")));
                 fs::create_dir_all(&path).unwrap();
                 (n.clone(), path)
             })
@@ -75,19 +89,34 @@ impl Mount {
         let config = tmp.path().join("spoolfs.toml");
         fs::write(&config, toml).unwrap();
         let log = tmp.path().join("daemon.log");
-        let mut m = Mount { tmp, mnt, parts, config, state, log, child: None };
+        let mut m = Mount {
+            tmp,
+            mnt,
+            parts,
+            config,
+            state,
+            log,
+            child: None,
+        };
         m.spawn();
         m
     }
 
     /// Starts the daemon and waits for the mount to appear.
     pub fn spawn(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(["mount", "--config"])
             .arg(&self.config)
             .arg(&self.mnt)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -98,9 +127,16 @@ impl Mount {
         while !is_mounted(&self.mnt) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("spoolfs exited before mounting ({status}):\n{}", self.log_text());
+                panic!(
+                    "spoolfs exited before mounting ({status}):\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "mount did not appear:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -111,7 +147,11 @@ impl Mount {
 
     /// The backing path of `rel` on partition `name`.
     pub fn backing(&self, name: &str, rel: &str) -> PathBuf {
-        let (_, p) = self.parts.iter().find(|(n, _)| n == name).expect("partition");
+        let (_, p) = self
+            .parts
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("partition");
         p.join(rel)
     }
 
@@ -127,7 +167,10 @@ impl Mount {
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status();
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -161,8 +204,16 @@ impl Mount {
 
     /// `spoolfs <args> MOUNTPOINT`, as root; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN).args(args).arg(&self.mnt).output().expect("run spoolfs");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        let out = Command::new(BIN)
+            .args(args)
+            .arg(&self.mnt)
+            .output()
+            .expect("run spoolfs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
     }
 
     /// `spoolfs usage --json` parsed.
@@ -212,7 +263,11 @@ pub fn as_user(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> i32) -> i
         }
         let mut status = 0;
         libc::waitpid(pid, &mut status, 0);
-        if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) }
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        }
     }
 }
 
@@ -240,14 +295,22 @@ pub struct LoopFs {
 
 impl LoopFs {
     pub fn ext4(size_mb: u64) -> LoopFs {
-        let tmp = tempfile::Builder::new().prefix("spoolfs-loop").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("spoolfs-loop")
+            .tempdir()
+            .unwrap();
         let img = tmp.path().join("img");
         let dir = tmp.path().join("fs");
         fs::create_dir(&dir).unwrap();
         let f = fs::File::create(&img).unwrap();
         f.set_len(size_mb << 20).unwrap();
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0", "-O", "^has_journal"]).arg(&img));
-        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&dir));
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
+            .arg(&img));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&dir));
         LoopFs { dir, _tmp: tmp }
     }
 }
@@ -260,5 +323,27 @@ impl Drop for LoopFs {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Spec {
+    /// Like [`Spec::mount`], with root-level TOML keys (`default_partition`
+    /// and the like) placed before the `[partitions]` table they cannot
+    /// follow.
+    pub fn mount_with_top(self, top: &str) -> Mount {
+        let m = Mount::start(Spec {
+            parts: self.parts,
+            extra: self.extra,
+        });
+        let mut m = m;
+        m.stop();
+        let old = fs::read_to_string(&m.config).unwrap();
+        fs::write(&m.config, format!("{top}\n{old}")).unwrap();
+        m.spawn();
+        m
+    }
 }

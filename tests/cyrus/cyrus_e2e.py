@@ -1407,10 +1407,11 @@ state_dir = "{tmp}/state"
             f"the tenant; other tenant kept receiving; recovered after EXPUNGE "
             f"({time.monotonic() - t:.1f}s)")
 
-    def check_usage_recount(self):
+    def check_usage_recount(self, when="at the end"):
         """spoolfs usage --json == recount of the backing files."""
         u = self.spoolfs_usage()
         recount = collections.Counter()
+        per_folder = collections.defaultdict(list)
         for mbox in self.expected:
             root = quota_root_of(mbox)
             path = self.mbpath(mbox)
@@ -1423,6 +1424,7 @@ state_dir = "{tmp}/state"
                     st = os.lstat(os.path.join(d, n))
                     if stat.S_ISREG(st.st_mode):
                         recount[root] += st.st_size
+            per_folder[root].append(f"{mbox} [{rel}]")
         reported = {e["name"]: e for e in u["mailboxes"]}
         errors = []
         for root, total in sorted(recount.items()):
@@ -1431,7 +1433,8 @@ state_dir = "{tmp}/state"
                 errors.append(f"{root}: missing from usage (recount {total})")
             elif e["used"] != total:
                 errors.append(f"{root}: usage {e['used']} != recount {total} "
-                              f"(diff {e['used'] - total})")
+                              f"(diff {e['used'] - total}); its directories: "
+                              + "; ".join(per_folder[root]))
             elif e.get("tenant") != tenant_of(root):
                 errors.append(f"{root}: tenant {e.get('tenant')}")
         for name, e in reported.items():
@@ -1444,9 +1447,9 @@ state_dir = "{tmp}/state"
             if e["used"] != tenants.get(e["name"], 0):
                 errors.append(f"tenant {e['name']}: usage {e['used']} != "
                               f"recount {tenants.get(e['name'], 0)}")
-        check(not errors, "spoolfs usage disagrees with a recount of the "
-              "backing files:\n  " + "\n  ".join(errors))
-        log(f"spoolfs usage --json equals the recount for {len(recount)} "
+        check(not errors, f"{when}: spoolfs usage disagrees with a recount "
+              "of the backing files:\n  " + "\n  ".join(errors))
+        log(f"{when}: spoolfs usage --json equals the recount for {len(recount)} "
             f"mailboxes and {len(tenants)} tenants")
 
     # ---- end checks -----------------------------------------------------
@@ -1514,6 +1517,7 @@ state_dir = "{tmp}/state"
         self.verify_all("after delivery")
         self.phase_imap_ops()
         if self.spoolfs_mode:
+            self.check_usage_recount("after the IMAP operations")
             self.phase_limits()
             self.drop_connections()
             self.cyr_expire()
@@ -1557,6 +1561,9 @@ def main():
     args = ap.parse_args()
     if args.spoolfs_bin is None:
         args.spoolfs_bin = default_spoolfs_bin()
+    elif os.sep in args.spoolfs_bin:
+        # tools run with cwd = the temp dir
+        args.spoolfs_bin = os.path.abspath(args.spoolfs_bin)
     if os.geteuid() != 0:
         print("cyrus_e2e.py must run as root", file=sys.stderr)
         return 2
