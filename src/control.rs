@@ -69,7 +69,10 @@ impl SpoolFs {
 /// Binds the socket (replacing a stale one) and serves it on a thread.
 pub fn serve(fs: Arc<SpoolFs>) -> std::io::Result<PathBuf> {
     let path = fs.control_socket_path();
-    std::fs::create_dir_all(path.parent().expect("in the state dir"))?;
+    // The daemon runs with umask 0: say the mode, or the state directory
+    // (limits.json, the socket) would be writable by everyone.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+        .create(path.parent().expect("in the state dir"))?;
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     // Anyone may connect; refusals are answered, with a reason.

@@ -16,7 +16,7 @@ use fuser::{
 use log::debug;
 
 use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, SpoolFs};
+use crate::fs::{Caller, SetAttr, SpoolFs, is_dot};
 
 pub struct FuseAdapter {
     fs: Arc<SpoolFs>,
@@ -357,7 +357,9 @@ impl Filesystem for FuseAdapter {
                 continue;
             };
             if reply.add(attr.ino, i as u64 + 1, &e.name, &self.ttl(), &attr, GEN) {
-                self.fs.forget(attr.ino.0, 1); // did not fit: not handed out
+                if !is_dot(&e.name) {
+                    self.fs.forget(attr.ino.0, 1); // did not fit: not handed out
+                }
                 break;
             }
         }

@@ -239,6 +239,27 @@ impl Layout {
         cyrus || dovecot
     }
 
+    /// The tenant a directory that is not itself a folder belongs to:
+    /// Cyrus `domain/[<d>/]<domain>` and the intermediates below it
+    /// (hash letter, `user`), or a pattern's directories between
+    /// `{tenant}` and `{mailbox}`. For `df` on a tenant directory.
+    pub fn tenant_of_dir(&self, spool_dir: &Path) -> Option<String> {
+        let parts = path_parts(spool_dir)?;
+        if parts.iter().any(|part| part.starts_with(b".")) {
+            return None;
+        }
+        let tenant: &[u8] = match &self.kind {
+            Kind::Cyrus(cyrus) => match parts.get(cyrus.partition_depth..)? {
+                [domain, hash, name, ..] if *domain == b"domain" && hash.len() == 1 => name,
+                [domain, name, ..] if *domain == b"domain" && name.len() > 1 => name,
+                _ => return None,
+            },
+            Kind::Pattern(Some(pattern)) => pattern.tenant_of(&parts)?,
+            _ => return None,
+        };
+        Some(String::from_utf8_lossy(tenant).into_owned())
+    }
+
     /// Tenant for Cyrus names without a domain (`user.john`).
     pub fn default_tenant(&self) -> Option<&str> {
         match &self.kind {
@@ -500,6 +521,24 @@ impl PatternLayout {
             tenant: tenant.map(|t| String::from_utf8_lossy(t).into_owned()),
             folder: String::from_utf8_lossy(mailbox.unwrap_or_default()).into_owned(),
         })
+    }
+
+    /// The captured tenant of a directory at or below `{tenant}`, if the
+    /// literal segments up to it match.
+    fn tenant_of<'a>(&self, parts: &[&'a [u8]]) -> Option<&'a [u8]> {
+        let index = self
+            .segments
+            .iter()
+            .position(|s| *s == PatternSegment::Tenant)?;
+        let matches = self
+            .segments
+            .iter()
+            .zip(parts)
+            .all(|(segment, part)| match segment {
+                PatternSegment::Literal(literal) => **literal == **part,
+                _ => true,
+            });
+        (matches && parts.len() > index).then(|| parts[index])
     }
 
     fn below_mailbox_fits(&self, parts: &[&[u8]]) -> bool {
@@ -1260,6 +1299,30 @@ mod tests {
             assert!(!cyrus.is_metadata_name(OsStr::new(name)), "{name}");
             assert!(!maildir.is_metadata_name(OsStr::new(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn tenant_directories() {
+        let c = cyrus(1, None);
+        let t = |l: &Layout, p: &str| l.tenant_of_dir(Path::new(p));
+        assert_eq!(
+            t(&c, "mail/domain/e/example.org"),
+            Some("example.org".into())
+        );
+        assert_eq!(
+            t(&c, "mail/domain/e/example.org/j/user"),
+            Some("example.org".into())
+        );
+        assert_eq!(t(&c, "mail/domain/example.org"), Some("example.org".into()));
+        assert_eq!(t(&c, "mail/domain/e"), None);
+        assert_eq!(t(&c, "mail/domain"), None);
+        assert_eq!(t(&c, "mail/user/john"), None);
+        assert_eq!(t(&c, "mail/domain/e/.snap"), None);
+        let p = pattern("vmail/{tenant}/{mailbox}/**");
+        assert_eq!(t(&p, "vmail/example.org"), Some("example.org".into()));
+        assert_eq!(t(&p, "vmail"), None);
+        assert_eq!(t(&p, "other/example.org"), None);
+        assert_eq!(t(&pattern("{mailbox}/**"), "john"), None);
     }
 
     #[test]

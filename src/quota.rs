@@ -534,8 +534,18 @@ fn save_overrides(state_dir: &Path, overrides: &Overrides) -> Result<(), String>
 }
 
 fn write_durably(dir: &Path, temporary: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let mut file = File::create(temporary)?;
+    // The daemon runs with umask 0: explicit modes, so nobody but root can
+    // change the limits the next start will load.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o755)
+        .create(dir)?;
+    let mut file = std::os::unix::fs::OpenOptionsExt::mode(
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o644,
+    )
+    .open(temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(temporary, target)?;
@@ -955,6 +965,7 @@ fn check_account(account: &Account, asked: u64, grace: u64) -> Result<(), Refusa
     Err(Refusal {
         scope: account.scope.clone(),
         tenant: account.tenant.clone(),
+        mailbox: None,
         limit,
         grace,
         used: account.used,
@@ -1174,6 +1185,47 @@ mod tests {
             (1500, 800, 800)
         );
         assert_eq!(ledger.usage(&mailbox(JANE)), 0);
+    }
+
+    #[test]
+    fn moves_are_checked_on_net_growth() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = new_ledger(dir.path(), Some(1000), Some(1500));
+        let (john, jane) = (id(&ledger, JOHN), id(&ledger, JANE));
+        ledger.reserve(&[john], 600, ChargeKind::Data).unwrap();
+        ledger.reserve(&[jane], 900, ChargeKind::Data).unwrap();
+        // The tenant is full, but moving 300 from jane to john does not grow it.
+        ledger
+            .reserve_net(&[(john, 300)], &[(jane, 300)], ChargeKind::Data)
+            .unwrap();
+        ledger.refund(&[jane], 300);
+        assert_eq!(ledger.usage(&mailbox(JOHN)), 900);
+        assert_eq!(ledger.usage(&tenant(TENANT)), 1500);
+        // john's own limit still holds: 200 more would take him to 1100.
+        let r = ledger
+            .reserve_net(&[(john, 200)], &[(jane, 200)], ChargeKind::Data)
+            .unwrap_err();
+        assert_eq!((r.scope, r.asked), (mailbox(JOHN), 200));
+        // A replaced file in the target is a credit too: john takes 200,
+        // loses 150 → net 50 fits (900 + 50 ≤ 1000).
+        ledger
+            .reserve_net(&[(john, 200)], &[(jane, 200), (john, 150)], ChargeKind::Data)
+            .unwrap();
+        // Credits only offset accounts the charges touch.
+        let other = id(&ledger, "user/x@other.org");
+        ledger.reserve_net(&[(other, 10)], &[(jane, 10)], ChargeKind::Data).unwrap();
+        assert_eq!(ledger.usage(&tenant("other.org")), 10);
+    }
+
+    #[test]
+    fn tenant_refusal_names_the_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = new_ledger(dir.path(), None, Some(100));
+        let jane = id(&ledger, JANE);
+        let r = ledger.reserve(&[jane], 101, ChargeKind::Data).unwrap_err();
+        assert_eq!(r.scope, tenant(TENANT));
+        assert_eq!(r.mailbox.as_deref(), Some(JANE));
+        assert!(r.to_string().starts_with("tenant example.org (mailbox user/jane@example.org) limit 100"), "{r}");
     }
 
     #[test]

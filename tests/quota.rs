@@ -1266,6 +1266,18 @@ fn quota_set_takes_effect_at_once_and_survives_a_remount() {
         100 * K
     );
 
+    // Only root may change what the next start loads.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [m.state.clone(), m.state.join("limits.json")] {
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o022,
+            0,
+            "{} is writable by others: {mode:o}",
+            p.display()
+        );
+    }
+
     m.restart();
     let u = m.usage();
     assert_eq!(

@@ -102,6 +102,19 @@ impl SpoolFs {
         }
     }
 
+    /// For `statfs` on a directory: the tightest quota of its folder
+    /// (mailbox or tenant), or of the tenant whose directory it is, as
+    /// (limit, used). None: show the partitions' real space.
+    pub(super) fn quota_of_dir(&self, dir: &Node) -> Option<(u64, u64)> {
+        match self.folder_of(dir) {
+            Some(f) => self.ledger.statfs_quota(f),
+            None => {
+                let tenant = self.layout.tenant_of_dir(&self.dir_path(dir))?;
+                self.ledger.tenant_quota(&tenant)
+            }
+        }
+    }
+
     /// The scan met a name of a file with several names: remember which
     /// folder this name charges, so writes through any name charge all.
     pub fn note_multi_link(&self, st: &libc::stat, folder: Option<FolderId>) {
@@ -184,7 +197,7 @@ impl SpoolFs {
                 ChargeKind::Data
             };
             if let Err(r) = self.ledger.reserve(&s.charges, plan - old, kind) {
-                return Err(self.refused(what, &s, r));
+                return Err(self.refused(what, &s, r, None));
             }
         }
         let charged = old.max(plan);
@@ -212,13 +225,17 @@ impl SpoolFs {
     }
 
     /// Logs a refusal with everything an operator needs, returns EDQUOT.
-    fn refused(&self, what: &str, s: &FileState, r: Refusal) -> FsError {
+    /// `target`: the new name a link or rename asked for.
+    fn refused(&self, what: &str, s: &FileState, r: Refusal, target: Option<&Path>) -> FsError {
         let path = self
             .inodes
             .get(s.parent)
             .map(|d| self.child_path(&d, &s.name));
         let path = path.unwrap_or_else(|| Path::new(&s.name).to_path_buf());
-        warn!("EDQUOT: {what} {}: {r}", path.display());
+        match target {
+            Some(t) => warn!("EDQUOT: {what} {} -> {}: {r}", path.display(), t.display()),
+            None => warn!("EDQUOT: {what} {}: {r}", path.display()),
+        }
         FsError::Quota(r)
     }
 
@@ -228,14 +245,15 @@ impl SpoolFs {
         &self,
         state: &Mutex<FileState>,
         folder: Option<FolderId>,
-        name: &OsStr,
+        target: &Path,
         what: &'static str,
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
         let mut s = state.lock().unwrap();
         if let Some(f) = folder {
+            let name = target.file_name().unwrap_or_default();
             if let Err(r) = self.ledger.reserve(&[f], s.size, self.charge_kind(name)) {
-                return Err(self.refused(what, &s, r));
+                return Err(self.refused(what, &s, r, Some(target)));
             }
         }
         if let Err(e) = op() {
@@ -281,23 +299,31 @@ impl SpoolFs {
     }
 
     /// A name moves from folder `from` to `to` (rename). Reserves in `to`
-    /// first; `op` does the rename.
+    /// first, checked on net growth: the name leaves `from`, and `credits`
+    /// are what the same rename takes away elsewhere (a replaced file);
+    /// `op` does the rename.
     pub(super) fn move_name(
         &self,
         state: &Mutex<FileState>,
         from: Option<FolderId>,
         to: Option<FolderId>,
-        new_name: &OsStr,
+        (new_parent, new_name): (&Node, &OsStr),
+        credits: &[(FolderId, u64)],
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
+        let target = self.child_path(new_parent, new_name);
+        let target = target.as_path();
         let mut s = state.lock().unwrap();
         let moves = from != to;
         if let (true, Some(t)) = (moves, to) {
-            if let Err(r) = self
-                .ledger
-                .reserve(&[t], s.size, self.charge_kind(new_name))
+            let mut all_credits: Vec<(FolderId, u64)> =
+                from.map(|f| (f, s.size)).into_iter().collect();
+            all_credits.extend_from_slice(credits);
+            if let Err(r) =
+                self.ledger
+                    .reserve_net(&[(t, s.size)], &all_credits, self.charge_kind(new_name))
             {
-                return Err(self.refused("rename", &s, r));
+                return Err(self.refused("rename", &s, r, Some(target)));
             }
         }
         if let Err(e) = op() {
@@ -314,6 +340,7 @@ impl SpoolFs {
             s.charges.extend(to);
         }
         s.metadata = self.layout.is_metadata_name(new_name);
+        s.parent = new_parent.ino;
         s.name = new_name.to_owned();
         Ok(())
     }

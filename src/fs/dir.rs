@@ -17,6 +17,11 @@ use super::{Caller, SpoolFs, file_type, is_dir};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
+/// `.` and `..`: listed, but never counted as kernel references.
+pub fn is_dot(name: &OsStr) -> bool {
+    matches!(name.as_encoded_bytes(), b"." | b"..")
+}
+
 /// One entry of a directory listing.
 #[derive(Clone, Debug)]
 pub struct DirEntryOut {
@@ -93,16 +98,12 @@ impl SpoolFs {
     }
 
     /// For readdirplus: a full lookup of one listed entry.
+    /// The kernel takes a reference for every entry except `.` and `..`
+    /// (see `is_dot`), so only real names are counted.
     pub fn lookup_for_listing(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
         match name.as_encoded_bytes() {
-            b"." => self
-                .getattr(parent)
-                .inspect(|a| self.inodes.bump(&self.node(a.ino.0).expect("live"))),
-            b".." => {
-                let p = self.parent_of(parent)?;
-                self.getattr(p)
-                    .inspect(|a| self.inodes.bump(&self.node(a.ino.0).expect("live")))
-            }
+            b"." => self.getattr(parent),
+            b".." => self.getattr(self.parent_of(parent)?),
             _ => self.lookup(parent, name),
         }
     }

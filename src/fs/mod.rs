@@ -41,7 +41,7 @@ use crate::layout::Layout;
 use crate::quota::{FolderId, Ledger};
 use crate::routing::Router;
 
-pub use dir::DirEntryOut;
+pub use dir::{DirEntryOut, is_dot};
 pub use file::Opened;
 use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
 pub use setattr::SetAttr;

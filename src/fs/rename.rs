@@ -68,7 +68,13 @@ impl SpoolFs {
         let pfd = self.target_dir_on(&dir, leaf.part)?;
         let link = || backing::link_at(leaf.fd.as_fd(), pfd.as_fd_ref(), &c).map_err(FsError::from);
         match node.file() {
-            Some(f) => self.add_name(&f.state, self.folder_of(&dir), newname, "link", link)?,
+            Some(f) => self.add_name(
+                &f.state,
+                self.folder_of(&dir),
+                &self.child_path(&dir, newname),
+                "link",
+                link,
+            )?,
             None => link()?,
         }
         self.inodes.bump(&node);
@@ -150,15 +156,34 @@ impl SpoolFs {
         let dst_state =
             replaced.map(|d| (Key::of(&d), self.known_state(Key::of(&d), &d, n.dst_dir)));
         let exchange = flags & RENAME_EXCHANGE != 0;
+        // What the rename takes away besides the moving name, so limits are
+        // checked on net growth: the target's name leaves `to`; in an
+        // exchange the source's name leaves `from` before the target's
+        // arrives there.
+        let size_of = |st: &Mutex<FileState>| st.lock().unwrap().size;
+        let dst_credit: Vec<(FolderId, u64)> = match (&dst_state, to) {
+            (Some((_, ds)), Some(t)) => vec![(t, size_of(ds))],
+            _ => Vec::new(),
+        };
+        let src_credit: Vec<(FolderId, u64)> = match (&src_state, from) {
+            (Some(s), Some(f)) => vec![(f, size_of(s))],
+            _ => Vec::new(),
+        };
         // Moves the source's charge (if a regular file), then either swaps
         // the target's charge (exchange) or drops the replaced name.
         let move_dst = |op: &dyn Fn() -> FsResult<()>| match (&dst_state, exchange) {
-            (Some((_, ds)), true) => self.move_name(ds, to, from, n.name_of_src(), || op()),
+            (Some((_, ds)), true) => {
+                let target = (n.src_dir, n.name_of_src());
+                self.move_name(ds, to, from, target, &src_credit, || op())
+            }
             (Some((key, ds)), false) => self.remove_name(*key, ds, to, || op()),
             (None, _) => op(),
         };
         match &src_state {
-            Some(s) => self.move_name(s, from, to, n.newname, || move_dst(&native))?,
+            Some(s) => {
+                let target = (n.dst_dir, n.newname);
+                self.move_name(s, from, to, target, &dst_credit, || move_dst(&native))?
+            }
             None => move_dst(&native)?,
         }
         if n.newname == CYRUS_HEADER {
@@ -187,12 +212,16 @@ impl SpoolFs {
         }
         let copies = self.dir_copies(n.src_dir, n.c_src, src)?;
         let moves = self.subtree_moves(&copies, &old_path, &new_path);
-        self.reserve_moves(&moves)?;
+        self.reserve_moves(&moves, &old_path, &new_path)?;
         if let Err(e) = self.rename_copies(n, src) {
             self.unreserve_moves(&moves);
             return Err(e);
         }
         self.finish_moves(&moves);
+        // The replaced directory is gone; its inode numbers may be reused.
+        for (_, st) in dst.unwrap_or_default() {
+            self.inodes.forget_key(&Key::of(st));
+        }
         self.relocate_dir_node(n, &src[0].1, &old_path, &new_path);
         Ok(())
     }
@@ -302,15 +331,23 @@ impl SpoolFs {
         }
     }
 
-    /// Reserves every destination's share, all or nothing.
-    fn reserve_moves(&self, moves: &[ChargeMove]) -> FsResult<()> {
-        for (i, m) in moves.iter().enumerate() {
-            let Some(to) = m.to else { continue };
-            if let Err(r) = self.ledger.reserve(&[to], m.size, ChargeKind::Data) {
-                self.unreserve_moves(&moves[..i]);
-                log::warn!("EDQUOT: rename of a directory: {r}");
-                return Err(FsError::Quota(r));
-            }
+    /// Reserves every destination's share, all or nothing, checked on net
+    /// growth (the files leave their old folders).
+    fn reserve_moves(&self, moves: &[ChargeMove], old: &Path, new: &Path) -> FsResult<()> {
+        let charges: Vec<(FolderId, u64)> = moves
+            .iter()
+            .filter_map(|m| m.to.map(|t| (t, m.size)))
+            .collect();
+        let credits: Vec<(FolderId, u64)> = moves
+            .iter()
+            .filter_map(|m| m.from.map(|f| (f, m.size)))
+            .collect();
+        if let Err(r) = self
+            .ledger
+            .reserve_net(&charges, &credits, ChargeKind::Data)
+        {
+            log::warn!("EDQUOT: rename {} -> {}: {r}", old.display(), new.display());
+            return Err(FsError::Quota(r));
         }
         Ok(())
     }

@@ -26,12 +26,19 @@ impl SpoolFs {
     pub fn statfs(&self, ino: u64) -> FsResult<StatFs> {
         let real = self.partition_space()?;
         let node = self.node(ino)?;
-        let folder = match &node.body {
-            Body::Dir(_) => self.folder_of(&node),
-            Body::File(f) => f.state.lock().unwrap().charges.first().copied(),
+        let quota = match &node.body {
+            Body::Dir(_) => self.quota_of_dir(&node),
+            Body::File(f) => f
+                .state
+                .lock()
+                .unwrap()
+                .charges
+                .first()
+                .copied()
+                .and_then(|f| self.ledger.statfs_quota(f)),
             Body::Other(_) => None,
         };
-        let Some((limit, used)) = folder.and_then(|f| self.ledger.statfs_quota(f)) else {
+        let Some((limit, used)) = quota else {
             return Ok(real);
         };
         Ok(quota_view(real, limit, used))
