@@ -1209,11 +1209,17 @@ mod tests {
         // A replaced file in the target is a credit too: john takes 200,
         // loses 150 → net 50 fits (900 + 50 ≤ 1000).
         ledger
-            .reserve_net(&[(john, 200)], &[(jane, 200), (john, 150)], ChargeKind::Data)
+            .reserve_net(
+                &[(john, 200)],
+                &[(jane, 200), (john, 150)],
+                ChargeKind::Data,
+            )
             .unwrap();
         // Credits only offset accounts the charges touch.
         let other = id(&ledger, "user/x@other.org");
-        ledger.reserve_net(&[(other, 10)], &[(jane, 10)], ChargeKind::Data).unwrap();
+        ledger
+            .reserve_net(&[(other, 10)], &[(jane, 10)], ChargeKind::Data)
+            .unwrap();
         assert_eq!(ledger.usage(&tenant("other.org")), 10);
     }
 
@@ -1225,7 +1231,11 @@ mod tests {
         let r = ledger.reserve(&[jane], 101, ChargeKind::Data).unwrap_err();
         assert_eq!(r.scope, tenant(TENANT));
         assert_eq!(r.mailbox.as_deref(), Some(JANE));
-        assert!(r.to_string().starts_with("tenant example.org (mailbox user/jane@example.org) limit 100"), "{r}");
+        assert!(
+            r.to_string()
+                .starts_with("tenant example.org (mailbox user/jane@example.org) limit 100"),
+            "{r}"
+        );
     }
 
     #[test]

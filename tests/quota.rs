@@ -6,10 +6,9 @@ mod common;
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
@@ -1731,4 +1730,98 @@ fn crossing_warn_percent_is_logged_once_per_crossing() {
         .unwrap()
         .to_string();
     assert!(l.contains("limit 262144"), "{l}");
+}
+
+#[test]
+fn moving_mail_between_folders_of_a_full_mailbox_is_allowed() {
+    let m = cyrus("");
+    let (sent, trash) = (format!("{JOHN}/Sent"), format!("{JOHN}/Trash"));
+    for d in [JOHN, sent.as_str(), trash.as_str()] {
+        mkdirs(&m, d);
+    }
+    put_n(&m, &format!("{JOHN}/1."), 200 * K, 1);
+    put_n(&m, &format!("{sent}/1."), 56 * K, 2);
+    assert_eq!(mb(&m, JOHN_MB), 256 * K);
+    fs::rename(
+        m.path(&format!("{JOHN}/1.")),
+        m.path(&format!("{trash}/1.")),
+    )
+    .unwrap();
+    fs::rename(m.path(&sent), m.path(&format!("{JOHN}/Old Sent"))).unwrap();
+    assert_eq!(mb(&m, JOHN_MB), 256 * K);
+    let mut f = File::create(m.path(&format!("{trash}/2."))).unwrap();
+    assert_edquot(f.write(b"x"), "still full");
+    drop(f);
+    assert_matches_disk(&m);
+}
+
+#[test]
+fn an_open_file_follows_its_name_to_another_mailbox() {
+    let m = cyrus("");
+    for d in [JOHN, JANE] {
+        mkdirs(&m, d);
+    }
+    put_n(&m, &format!("{JOHN}/0."), 250 * K, 1);
+    let mut f = File::create(m.path(&format!("{JANE}/1."))).unwrap();
+    f.write_all(&pat(10 * K, 2)).unwrap();
+    // Renamed into john (6K of room) while open: later growth is john's.
+    assert_edquot(
+        fs::rename(m.path(&format!("{JANE}/1.")), m.path(&format!("{JOHN}/1."))),
+        "10K into 6K of room",
+    );
+    fs::remove_file(m.path(&format!("{JOHN}/0."))).unwrap();
+    fs::rename(m.path(&format!("{JANE}/1.")), m.path(&format!("{JOHN}/1."))).unwrap();
+    f.write_all(&pat(6 * K, 3)).unwrap();
+    assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (16 * K, 0));
+    put_n(&m, &format!("{JOHN}/2."), 240 * K, 4);
+    assert_edquot(
+        f.write(b"x"),
+        "growth through a descriptor opened in jane, now in full john",
+    );
+    drop(f);
+    // The refusal names the file by its current path.
+    let l = edquot_lines(&m).last().unwrap().clone();
+    assert!(l.contains(&format!("{JOHN}/1.")), "{l}");
+    assert_matches_disk(&m);
+}
+
+#[test]
+fn a_sparse_write_is_charged_by_apparent_size() {
+    let m = cyrus("");
+    mkdirs(&m, JOHN);
+    let f = File::create(m.path(&format!("{JOHN}/1."))).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_at(b"x", 200 * K).unwrap();
+    assert_eq!(mb(&m, JOHN_MB), 200 * K + 1);
+    assert_edquot(
+        f.write_at(b"y", 256 * K),
+        "sparse write ending one byte past the limit",
+    );
+    f.write_at(b"y", 256 * K - 1).unwrap();
+    drop(f);
+    assert_eq!(mb(&m, JOHN_MB), 256 * K);
+    assert_matches_disk(&m);
+}
+
+#[test]
+fn quota_cli_rejects_bad_input_and_changes_nothing() {
+    let m = cyrus("");
+    for args in [
+        &["quota", "set", "--mailbox", JOHN_MB, "12Q"][..],
+        &["quota", "set", "--mailbox", "", "1M"][..],
+        &["quota", "set", "--tenant", " ", "1M"][..],
+        &["quota", "set", "--mailbox", "user/../x@example.org", "1M"][..],
+    ] {
+        let (ok, _, err) = m.cli(args);
+        assert!(!ok, "{args:?} accepted");
+        assert!(!err.is_empty(), "{args:?}: no reason given");
+    }
+    assert_eq!(
+        entry(&m.usage(), "mailboxes", JOHN_MB).unwrap()["limit"],
+        256 * K
+    );
+    assert!(
+        !m.state.join("limits.json").exists(),
+        "a refused change was persisted"
+    );
 }

@@ -3,10 +3,10 @@
 //!
 //! Passthrough: a read-only open of a message file with no writer open is
 //! handed to the kernel (`FUSE_PASSTHROUGH`), so reads run at native speed.
-//! The kernel then requires every open of that inode to be passthrough
-//! too, and a passthrough write would bypass the quota, so a writable open
-//! of such a file is refused with `ETXTBSY` until the readers close. See
-//! SEMANTICS.md.
+//! The kernel then refuses every non-passthrough open of that inode
+//! (measured: `EIO`, even with direct I/O), and a passthrough write would
+//! bypass the quota, so a writable open of such a file is refused with
+//! `ETXTBSY` until the readers close. See SEMANTICS.md.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -106,9 +106,6 @@ impl SpoolFs {
         let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fd = backing::reopen(file.leaf.fd.as_fd(), flags & !STRIPPED)?;
-        if writable && flags & libc::O_TRUNC != 0 {
-            self.truncate_open(file, &fd, 0)?;
-        }
         let backing = self.admit(file, &fd, writable, make_backing)?;
         let passthrough = backing.is_some();
         let fh = self.handles.add_file(OpenFile {
@@ -117,6 +114,13 @@ impl SpoolFs {
             writable,
             passthrough,
         });
+        if writable && flags & libc::O_TRUNC != 0 {
+            let h = self.handles.file(fh)?;
+            if let Err(e) = self.truncate_handle(&h, 0) {
+                self.release(fh); // undo the open's bookkeeping
+                return Err(e);
+            }
+        }
         Ok(Opened { fh, backing })
     }
 
@@ -134,7 +138,10 @@ impl SpoolFs {
         }))
     }
 
-    /// Counts the open; decides passthrough (see the module comment).
+    /// Counts the open and decides how the kernel serves it: passthrough
+    /// for readers where possible. The kernel refuses any other open of an
+    /// inode in passthrough mode, and a passthrough write would bypass the
+    /// ledger, so a writer then gets `ETXTBSY` (see SEMANTICS.md).
     fn admit(
         &self,
         file: &FileNode,
@@ -144,19 +151,20 @@ impl SpoolFs {
     ) -> FsResult<Option<Arc<BackingId>>> {
         let mut o = file.opens.lock().unwrap();
         if writable {
-            if o.passthrough_opens > 0 {
+            if o.backing.is_some() {
                 return Err(FsError::Errno(libc::ETXTBSY));
             }
             o.writers += 1;
             return Ok(None);
         }
-        let eligible = self.passthrough.load(Ordering::Relaxed)
-            && o.writers == 0
-            && !file.state.lock().unwrap().metadata;
-        if !eligible {
-            return Ok(None);
-        }
+        // Once an inode is in passthrough mode, every open must be.
         if o.backing.is_none() {
+            let eligible = self.passthrough.load(Ordering::Relaxed)
+                && o.writers == 0
+                && !file.state.lock().unwrap().metadata;
+            if !eligible {
+                return Ok(None);
+            }
             match make_backing(fd.as_fd()) {
                 Ok(id) => o.backing = Some(Arc::new(id)),
                 Err(e) => {
@@ -170,10 +178,10 @@ impl SpoolFs {
         Ok(o.backing.clone())
     }
 
-    /// close(2): a `cyrus.header` written in place (Cyrus copies a mailbox
-    /// to another partition that way) names the directory's owner now.
-    pub fn flush(&self, fh: u64) {
-        let Ok(h) = self.handles.file(fh) else { return };
+    /// A `cyrus.header` written in place (Cyrus copies a mailbox to another
+    /// partition that way) names the directory's owner once it is synced
+    /// or closed.
+    fn header_written(&self, h: &OpenFile) {
         if !h.writable {
             return;
         }
@@ -193,6 +201,7 @@ impl SpoolFs {
         let Some((_, h)) = self.handles.files.remove(&fh) else {
             return;
         };
+        self.header_written(&h);
         let mut o = h.file().opens.lock().unwrap();
         if h.writable {
             o.writers -= 1;
@@ -246,6 +255,7 @@ impl SpoolFs {
         if ret < 0 {
             return Err(FsError::last_os());
         }
+        self.header_written(&h);
         Ok(())
     }
 
