@@ -546,6 +546,10 @@ fn parse_mailboxes(top: &Section) -> Result<BTreeMap<String, MailboxConfig>, Con
         .into_iter()
         .map(|(name, value)| {
             require_name(&mailboxes, name)?;
+            // The ledger reads these keys with `parse_display`: refuse here
+            // what it would refuse at mount time, so `spoolfs check` agrees.
+            crate::layout::FolderRef::parse_display(name)
+                .map_err(|problem| mailboxes.error(name, problem))?;
             let section = mailboxes.child(name, value)?;
             section.allow_only(&["limit"])?;
             let limit = section.required("limit", size)?;

@@ -52,8 +52,11 @@ const GEN: Generation = Generation(0);
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Always READDIRPLUS, never AUTO: a plain READDIR can only give an
+        // entry the kernel has not looked up a placeholder number (inode
+        // numbers are handed out at lookup), and `d_ino` would then differ
+        // from `st_ino`. READDIRPLUS looks every entry up.
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS;
         for flag in wanted.iter() {
@@ -311,6 +314,11 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
+            // The kernel may cache listings: it tags its cache with the
+            // directory's version at the first READDIR, which is when the
+            // listing is read (not here), and drops it on any change made
+            // through the mount (tests/stress.rs
+            // readdir_after_a_concurrent_create_shows_it).
             Ok(fh) => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
@@ -327,7 +335,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(fh.0) {
+        let entries = match self.fs.readdir(fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno("readdir", e)),
         };
@@ -347,7 +355,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(fh.0) {
+        let entries = match self.fs.readdir(fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno("readdirplus", e)),
         };

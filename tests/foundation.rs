@@ -150,6 +150,13 @@ fn as_user_ok(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> Result<(),
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
     let code = as_user(uid, gid, groups, move || {
+        // Drop every descriptor inherited from other tests' threads (open
+        // files on their mounts), so this child never keeps someone else's
+        // mount busy; keep stdio and the pipe.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, (wr - 1) as u32, 0u32);
+            libc::syscall(libc::SYS_close_range, (wr + 1) as u32, u32::MAX, 0u32);
+        }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         let msg = match r {
             Ok(Ok(())) => return 0,
@@ -445,6 +452,7 @@ fn errno_cases() {
             OpenOptions::new()
                 .write(true)
                 .create(true)
+                .truncate(true)
                 .open(p("nope/x"))
         ),
         libc::ENOENT
@@ -497,6 +505,86 @@ fn errno_cases() {
         .unwrap(),
         b"latin1"
     );
+}
+
+#[test]
+fn paths_longer_than_path_max_work_relative_to_directories() {
+    let m = routed();
+    // 24 levels of 200-byte names: the full path is ~4.8 KB, past PATH_MAX,
+    // so every step is relative to the previous directory's descriptor.
+    let name = CString::new("d".repeat(200)).unwrap();
+    let mut dir = File::open(&m.mnt).unwrap();
+    for _ in 0..24 {
+        ret(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) }).unwrap();
+        let fd = ret(unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        })
+        .unwrap();
+        dir = unsafe { File::from_raw_fd(fd) };
+    }
+    let leaf = CString::new("leaf").unwrap();
+    let fd = ret(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            leaf.as_ptr(),
+            libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
+            0o644,
+        )
+    })
+    .unwrap();
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    f.write_all(b"deep").unwrap();
+    drop(f);
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    ret(unsafe { libc::fstatat(dir.as_raw_fd(), leaf.as_ptr(), &mut st, 0) }).unwrap();
+    assert_eq!(st.st_size, 4);
+    let two = CString::new("leaf2").unwrap();
+    ret(unsafe {
+        libc::renameat(
+            dir.as_raw_fd(),
+            leaf.as_ptr(),
+            dir.as_raw_fd(),
+            two.as_ptr(),
+        )
+    })
+    .unwrap();
+    ret(unsafe {
+        libc::linkat(
+            dir.as_raw_fd(),
+            two.as_ptr(),
+            dir.as_raw_fd(),
+            leaf.as_ptr(),
+            0,
+        )
+    })
+    .unwrap();
+    ret(unsafe { libc::fstatat(dir.as_raw_fd(), leaf.as_ptr(), &mut st, 0) }).unwrap();
+    assert_eq!(st.st_nlink, 2);
+    ret(unsafe { libc::unlinkat(dir.as_raw_fd(), two.as_ptr(), 0) }).unwrap();
+    // The deep directory lists, and the file is on the fast partition.
+    let listed: Vec<_> = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(listed, [OsString::from("leaf")]);
+    assert_eq!(
+        fs::read(format!("/proc/self/fd/{}/leaf", dir.as_raw_fd())).unwrap(),
+        b"deep"
+    );
+    let mut depth = 0;
+    let mut b = m.backing("fast", "");
+    while b.join("d".repeat(200)).is_dir() {
+        b.push("d".repeat(200));
+        depth += 1;
+        if b.as_os_str().len() > 3000 {
+            break; // deep enough to know it is there; std needs full paths
+        }
+    }
+    assert!(depth >= 10, "backing depth {depth}");
 }
 
 // ---------------------------------------------------------------------------
@@ -801,6 +889,19 @@ fn rename_variants_and_stable_inodes() {
     assert_eq!(errno(fs::rename(p("full"), p("full/x/y"))), libc::EINVAL);
     assert_eq!(errno(fs::rename(p("nothing"), p("x"))), libc::ENOENT);
 
+    // Inode numbers stay stable for the life of the mount.
+    let ino = stat_ino(&p("c2"));
+    fs::create_dir(p("x1")).unwrap();
+    fs::rename(p("c2"), p("x1/c3")).unwrap();
+    fs::rename(p("x1"), p("x9")).unwrap();
+    assert_eq!(stat_ino(&p("x9/c3")), ino);
+}
+
+#[test]
+fn rename_exchange_of_directories() {
+    let m = routed();
+    let p = |s: &str| m.path(s);
+    fs::write(p("b"), b"C").unwrap();
     // RENAME_EXCHANGE of two directories on one partition, and of a file
     // with a directory, as on ext4.
     fs::create_dir(p("x1")).unwrap();
@@ -815,12 +916,22 @@ fn rename_variants_and_stable_inodes() {
     renameat2(&p("b"), &p("x1"), libc::RENAME_EXCHANGE).unwrap();
     assert_eq!(fs::read(p("x1")).unwrap(), b"C");
     assert_eq!(fs::read(p("b/in2")).unwrap(), b"2");
-
-    // Inode numbers stay stable for the life of the mount.
-    let ino = stat_ino(&p("c2"));
-    fs::rename(p("c2"), p("b/c3")).unwrap();
+    // The exchanged directory lives on under its new name.
+    fs::write(p("b/later"), b"l").unwrap();
+    assert!(m.backing("fast", "b/later").is_file());
     fs::rename(p("b"), p("x9")).unwrap();
-    assert_eq!(stat_ino(&p("x9/c3")), ino);
+    assert_eq!(fs::read(p("x9/later")).unwrap(), b"l");
+
+    // Directories whose paths route to different partitions are not
+    // swapped (as for a plain directory rename): EXDEV, nothing changes.
+    fs::create_dir_all(m.backing("fast", "archive/a")).unwrap();
+    fs::write(m.backing("fast", "archive/a/was-archive"), b"w").unwrap();
+    fs::create_dir(p("inbox")).unwrap();
+    fs::write(p("inbox/was-inbox"), b"i").unwrap();
+    let err = renameat2(&p("inbox"), &p("archive/a"), libc::RENAME_EXCHANGE).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV));
+    assert_eq!(fs::read(p("inbox/was-inbox")).unwrap(), b"i");
+    assert_eq!(fs::read(p("archive/a/was-archive")).unwrap(), b"w");
 }
 
 #[test]
@@ -1067,6 +1178,7 @@ fn fallocate_and_seek_data_hole() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(true)
         .open(m.path("sparse"))
         .unwrap();
     let fd = f.as_raw_fd();
@@ -1100,6 +1212,7 @@ fn fallocate_and_seek_data_hole() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(true)
         .open(m.path("holes"))
         .unwrap();
     g.write_all_at(&[1u8; 4096], 0).unwrap();
@@ -1158,6 +1271,7 @@ fn copy_file_range_within_and_across_partitions() {
         let out = OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(true)
             .open(m.path(dst))
             .unwrap();
         let mut done = 0;
@@ -1337,6 +1451,7 @@ fn shared_mmap_write_through() {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(true)
             .open(&path)
             .unwrap();
         f.set_len(3 * 4096).unwrap();
@@ -1575,6 +1690,21 @@ fn enospc_when_a_partition_fills() {
     // Freeing space makes the partition writable again.
     fs::remove_file(m.path("archive/fill")).unwrap();
     let _ = fs::remove_file(m.path("archive/more"));
+    // The blocks are freed when the daemon drops its last descriptor on the
+    // file, i.e. when the kernel's (asynchronous) RELEASE and FORGET arrive:
+    // within moments, not necessarily before unlink(2) returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = statvfs(&slow.dir);
+        if v.f_bavail * v.f_frsize >= 4 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "space of the unlinked file never came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     fs::write(m.path("archive/after"), vec![3u8; 1 << 20]).unwrap();
     assert_eq!(
         fs::read(slow.dir.join("archive/after")).unwrap().len(),
@@ -1955,6 +2085,88 @@ fn planted_symlinks_are_returned_not_followed() {
 }
 
 #[test]
+fn metadata_changes_on_planted_symlinks_stay_on_the_link() {
+    let m = routed();
+    let outside = tempfile::Builder::new()
+        .prefix("spoolfs-outside")
+        .tempdir()
+        .unwrap();
+    let victim = outside.path().join("victim");
+    fs::write(&victim, b"v").unwrap();
+    let t0 = [libc::timespec {
+        tv_sec: 1_000,
+        tv_nsec: 0,
+    }; 2];
+    ret(unsafe { libc::utimensat(libc::AT_FDCWD, cs(&victim).as_ptr(), t0.as_ptr(), 0) }).unwrap();
+    std::os::unix::fs::symlink(&victim, m.backing("fast", "planted")).unwrap();
+    let link = m.path("planted");
+
+    // lutimes: the link's times change, the target's do not.
+    let t = [libc::timespec {
+        tv_sec: 2_000_000,
+        tv_nsec: 42,
+    }; 2];
+    ret(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            cs(&link).as_ptr(),
+            t.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .unwrap();
+    let lmd = fs::symlink_metadata(&link).unwrap();
+    assert_eq!((lmd.mtime(), lmd.mtime_nsec()), (2_000_000, 42));
+    let vmd = fs::metadata(&victim).unwrap();
+    assert_eq!(
+        vmd.mtime(),
+        1_000,
+        "lutimes through the mount changed a file outside the partitions"
+    );
+    // lchown likewise.
+    std::os::unix::fs::lchown(&link, Some(4242), Some(4242)).unwrap();
+    let vmd = fs::metadata(&victim).unwrap();
+    assert_eq!((vmd.uid(), vmd.gid()), (0, 0));
+    // xattrs on the link: none listed, none settable (as on ext4), and the
+    // target untouched.
+    let mut buf = [0u8; 256];
+    let n = unsafe { libc::llistxattr(cs(&link).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        n >= 0,
+        "llistxattr on a symlink: {}",
+        io::Error::last_os_error()
+    );
+    assert!(!buf[..n as usize].windows(5).any(|w| w == b"user."));
+    let name = CString::new("user.evil").unwrap();
+    let r = unsafe {
+        libc::lsetxattr(
+            cs(&link).as_ptr(),
+            name.as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    assert_eq!((r, last_errno()), (-1, libc::EPERM));
+    assert_eq!(errno(getxattr(&victim, "user.evil", 8)), libc::ENODATA);
+    // On a FIFO the daemon made: an empty list, as on ext4.
+    ret(unsafe { libc::mkfifo(cs(&m.path("fifo")).as_ptr(), 0o644) }).unwrap();
+    let n = unsafe {
+        libc::llistxattr(
+            cs(&m.path("fifo")).as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(
+        n >= 0,
+        "llistxattr on a fifo: {}",
+        io::Error::last_os_error()
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"v");
+}
+
+#[test]
 fn planted_symlink_parents_never_lead_outside() {
     let routes = format!("{ROUTES}[[route]]\nmatch = \"vault/**\"\npartition = \"slow\"\n");
     let m = Spec::new(&["fast", "slow"])
@@ -2152,12 +2364,34 @@ fn concurrent_create_rename_unlink_in_one_directory() {
     assert_eq!(names(&m.backing("fast", "spool")), listed);
 }
 
-/// Thaws a frozen filesystem on drop, so a failing test never leaves the
-/// daemon (and the unmount) stuck.
-struct Thaw(PathBuf);
-impl Drop for Thaw {
+/// A frozen filesystem (FIFREEZE), thawed on drop — in-process, so a failing
+/// test never needs to spawn anything (whose exec would close inherited
+/// descriptors) to leave the daemon and the unmount unstuck.
+struct Frozen(File);
+
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+
+/// A frozen filesystem blocks `sync(2)` machine-wide, so a watchdog thaws
+/// it after a bound even if the test is stuck and never drops the guard.
+const FREEZE_BOUND: Duration = Duration::from_secs(20);
+
+impl Frozen {
+    fn freeze(dir: &Path) -> Frozen {
+        let f = File::open(dir).unwrap();
+        ret(unsafe { libc::ioctl(f.as_raw_fd(), FIFREEZE, 0) }).expect("FIFREEZE");
+        let watchdog = f.try_clone().unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(FREEZE_BOUND);
+            unsafe { libc::ioctl(watchdog.as_raw_fd(), FITHAW, 0) };
+        });
+        Frozen(f)
+    }
+}
+
+impl Drop for Frozen {
     fn drop(&mut self) {
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
+        unsafe { libc::ioctl(self.0.as_raw_fd(), FITHAW, 0) };
     }
 }
 
@@ -2178,13 +2412,7 @@ fn one_slow_request_does_not_stall_others() {
     }
     // Freeze the archive partition: a write there blocks inside the daemon
     // (in the backing pwrite) until it is thawed.
-    let st = Command::new("fsfreeze")
-        .arg("-f")
-        .arg(&slow.dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let thaw = Thaw(slow.dir.clone());
+    let thaw = Frozen::freeze(&slow.dir);
     let frozen = m.path("archive/frozen");
     let writer = std::thread::spawn(move || {
         let mut f = OpenOptions::new().write(true).open(&frozen).unwrap();
@@ -2215,6 +2443,8 @@ fn one_slow_request_does_not_stall_others() {
                 fs::write(root.join(format!("new{round}")), b"n").unwrap();
                 fs::read_dir(&root).unwrap().count();
                 fs::metadata(root.join("archive/frozen")).unwrap();
+                // Opening and closing the very file being written.
+                drop(File::open(root.join("archive/frozen")).unwrap());
             }
         },
     );

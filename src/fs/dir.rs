@@ -81,16 +81,17 @@ impl SpoolFs {
         Ok(())
     }
 
-    /// Reads the merged listing once; `readdir` then serves it by offset.
+    /// Opening costs nothing: the merged listing is read at the first
+    /// `readdir`, and not at all when the kernel's cache answers.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
-        let node = self.dir_node(ino)?;
-        let entries = self.list(&node)?;
-        Ok(self.handles.add_dir(entries))
+        self.dir_node(ino)?;
+        Ok(self.handles.add_dir(ino))
     }
 
-    /// Entries from `offset` on (offsets are positions + 1).
-    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntryOut>>> {
-        self.handles.dir(fh)
+    /// The listing to serve from `offset` on (offsets are positions + 1).
+    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntryOut>>> {
+        self.handles
+            .dir_listing(fh, offset, |ino| self.list(&*self.dir_node(ino)?))
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -26,10 +26,10 @@ impl SpoolFs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        if let Some(node) = self.inodes.forget(ino, n) {
-            if let Some(f) = node.file() {
-                self.release_file_state(f);
-            }
+        if let Some(node) = self.inodes.forget(ino, n)
+            && let Some(f) = node.file()
+        {
+            self.release_file_state(f);
         }
     }
 

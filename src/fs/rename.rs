@@ -111,8 +111,14 @@ impl SpoolFs {
             c_dst: &c_dst,
             newname,
         };
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        if let (true, Some(d)) = (exchange, dst.as_deref()) {
+            if is_dir(&src[0].1) || is_dir(&d[0].1) {
+                return self.exchange_with_dirs(&names, &src, d);
+            }
+        }
         if is_dir(&src[0].1) {
-            self.rename_dir(&names, &src, dst.as_deref(), flags)
+            self.rename_dir(&names, &src, dst.as_deref())
         } else {
             self.rename_leaf(&names, src[0], dst.as_deref(), flags)
         }
@@ -192,16 +198,7 @@ impl SpoolFs {
         Ok(())
     }
 
-    fn rename_dir(
-        &self,
-        n: &Names,
-        src: &[Found],
-        dst: Option<&[Found]>,
-        flags: u32,
-    ) -> FsResult<()> {
-        if flags & RENAME_EXCHANGE != 0 {
-            return Err(FsError::Errno(libc::EINVAL)); // not supported across a union
-        }
+    fn rename_dir(&self, n: &Names, src: &[Found], dst: Option<&[Found]>) -> FsResult<()> {
         let old_path = self.child_path(n.src_dir, OsStr::from_bytes_ref(n.c_src));
         let new_path = self.child_path(n.dst_dir, n.newname);
         if self.router.partition_for(&old_path) != self.router.partition_for(&new_path) {
@@ -224,6 +221,111 @@ impl SpoolFs {
         }
         self.relocate_dir_node(n, &src[0].1, &old_path, &new_path);
         Ok(())
+    }
+
+    /// `RENAME_EXCHANGE` with a directory on either side: both must be on
+    /// the same partitions (every copy swaps natively and atomically) and
+    /// their paths must route alike; charges move both ways.
+    fn exchange_with_dirs(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {
+        let parts = |f: &[Found]| f.iter().map(|(p, _)| *p).collect::<Vec<_>>();
+        let a = self.child_path(n.src_dir, n.name_of_src());
+        let b = self.child_path(n.dst_dir, n.newname);
+        if parts(src) != parts(dst)
+            || self.router.partition_for(&a) != self.router.partition_for(&b)
+        {
+            return Err(FsError::CrossPartition);
+        }
+        let mut moves = self.side_moves(n.src_dir, n.dst_dir, n.c_src, src, &a, &b)?;
+        moves.extend(self.side_moves(n.dst_dir, n.src_dir, n.c_dst, dst, &b, &a)?);
+        self.reserve_moves(&moves, &a, &b)?;
+        for (part, _) in src {
+            let d = |dir: &Node| {
+                dir.dir()
+                    .expect("dir")
+                    .copy(*part)
+                    .ok_or(FsError::Errno(libc::ENOENT))
+            };
+            let (from, to) = (d(n.src_dir)?, d(n.dst_dir)?);
+            if let Err(e) = backing::rename_at(
+                from.as_fd_ref(),
+                n.c_src,
+                to.as_fd_ref(),
+                n.c_dst,
+                RENAME_EXCHANGE,
+            ) {
+                self.unreserve_moves(&moves);
+                return Err(e.into());
+            }
+        }
+        self.finish_moves(&moves);
+        self.set_dir_loc(&src[0].1, n.dst_dir.ino, n.newname);
+        self.set_dir_loc(&dst[0].1, n.src_dir.ino, n.name_of_src());
+        self.swap_uuid_prefixes(&a, &b);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// What one side of an exchange moves: a directory's whole subtree, or
+    /// one file's charge from its directory's folder to the other's.
+    fn side_moves(
+        &self,
+        here: &Node,
+        there: &Node,
+        c: &CStr,
+        found: &[Found],
+        from: &Path,
+        to: &Path,
+    ) -> FsResult<Vec<ChargeMove>> {
+        let st = &found[0].1;
+        if is_dir(st) {
+            let copies = self.dir_copies(here, c, found)?;
+            return Ok(self.subtree_moves(&copies, from, to));
+        }
+        let (f, t) = (self.folder_of(here), self.folder_of(there));
+        if !is_reg(st) || f == t {
+            return Ok(Vec::new());
+        }
+        Ok(vec![ChargeMove {
+            key: Key::of(st),
+            size: st.st_size as u64,
+            from: f,
+            to: t,
+        }])
+    }
+
+    /// A directory node now answers to a new parent and name.
+    fn set_dir_loc(&self, st: &libc::stat, parent: u64, name: &OsStr) {
+        if let Some(node) = self.inodes.by_key(&Key::of(st)) {
+            if let Some(d) = node.dir() {
+                let mut loc = d.loc.write().unwrap();
+                loc.parent = parent;
+                loc.name = name.to_owned();
+            }
+        }
+    }
+
+    /// Learned UUID owners follow their directories when two swap places.
+    fn swap_uuid_prefixes(&self, a: &Path, b: &Path) {
+        let moved: Vec<(PathBuf, FolderId)> = self
+            .uuid_owners
+            .iter()
+            .filter_map(|e| {
+                let k = e.key();
+                let (from, to) = if k.starts_with(a) {
+                    (a, b)
+                } else if k.starts_with(b) {
+                    (b, a)
+                } else {
+                    return None;
+                };
+                Some((to.join(k.strip_prefix(from).expect("prefix")), *e.value()))
+            })
+            .collect();
+        self.uuid_owners
+            .retain(|k, _| !k.starts_with(a) && !k.starts_with(b));
+        for (k, v) in moved {
+            self.uuid_owners.insert(k, v);
+        }
     }
 
     /// Renames every copy of a directory on its own partition.
@@ -378,11 +480,7 @@ impl SpoolFs {
     }
 
     fn relocate_dir_node(&self, n: &Names, st: &libc::stat, old: &Path, new: &Path) {
-        if let Some(node) = self.inodes.by_key(&Key::of(st)) {
-            let mut loc = node.dir().expect("dir").loc.write().unwrap();
-            loc.parent = n.dst_dir.ino;
-            loc.name = n.newname.to_owned();
-        }
+        self.set_dir_loc(st, n.dst_dir.ino, n.newname);
         let old_prefix = old.to_path_buf();
         let moved: Vec<(PathBuf, FolderId)> = self
             .uuid_owners

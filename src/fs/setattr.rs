@@ -112,12 +112,44 @@ fn timespec(t: TimeOrNow) -> libc::timespec {
     }
 }
 
+/// The kernel's `(tv_sec, tv_nsec)` for a time before 1970, from how
+/// fuser 0.18 turned it into a `SystemTime`: it computes
+/// `UNIX_EPOCH - Duration::new(-tv_sec, tv_nsec)` (subtracting the
+/// nanoseconds instead of adding them), so the inverse is the duration's
+/// parts as they are — normalising them would move the time by twice the
+/// nanoseconds (`-31536000 s + 5 ns` would become `-31536000 s - 5 ns`).
 fn before_epoch(d: std::time::Duration) -> (i64, i64) {
     let _ = SystemTime::now;
-    let nanos = d.subsec_nanos() as i64;
-    if nanos == 0 {
-        (-(d.as_secs() as i64), 0)
-    } else {
-        (-(d.as_secs() as i64) - 1, 1_000_000_000 - nanos)
+    (-(d.as_secs() as i64), d.subsec_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// What fuser 0.18 hands us for the kernel's `(sec, nsec)`.
+    fn from_kernel(sec: i64, nsec: u32) -> SystemTime {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::new((-sec) as u64, nsec)
+        }
+    }
+
+    #[test]
+    fn kernel_times_round_trip_also_before_1970() {
+        for (sec, nsec) in [
+            (1_500_000_000, 987_654_321),
+            (0, 0),
+            (0, 7),
+            (-1, 0),
+            (-1, 5),
+            (-31_536_000, 5),
+            (-31_536_000, 999_999_999),
+        ] {
+            let t = timespec(TimeOrNow::SpecificTime(from_kernel(sec, nsec)));
+            assert_eq!((t.tv_sec, t.tv_nsec), (sec, nsec as i64), "{sec} {nsec}");
+        }
     }
 }

@@ -33,7 +33,7 @@ impl SpoolFs {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         let node = self.node(ino)?;
         let cname = xname(name)?;
-        for path in all_paths(&node)? {
+        for path in all_paths(&node) {
             let r = unsafe {
                 libc::setxattr(
                     path.as_ptr(),
@@ -53,7 +53,7 @@ impl SpoolFs {
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         let node = self.node(ino)?;
         let cname = xname(name)?;
-        for path in all_paths(&node)? {
+        for path in all_paths(&node) {
             if unsafe { libc::removexattr(path.as_ptr(), cname.as_ptr()) } < 0 {
                 return Err(FsError::last_os());
             }
@@ -67,25 +67,27 @@ fn xname(name: &OsStr) -> FsResult<CString> {
 }
 
 /// `/proc/self/fd/N` paths reaching the node's backing objects (all copies
-/// of a directory). Symlinks carry no user attributes, as on ext4.
-fn all_paths(node: &Node) -> FsResult<Vec<CString>> {
+/// of a directory). Resolving such a path lands on the object the `O_PATH`
+/// descriptor holds — for a symlink the link itself, never its target — so
+/// symlinks and FIFOs get exactly what ext4 gives them (an empty list, no
+/// `user.*` attributes: the backing filesystem says `EPERM`).
+fn all_paths(node: &Node) -> Vec<CString> {
     match &node.body {
-        Body::Dir(d) => Ok(d
+        Body::Dir(d) => d
             .copies()
             .iter()
             .map(|(_, fd)| backing::proc_path(fd.as_raw_fd()))
-            .collect()),
-        Body::File(f) => Ok(vec![backing::proc_path(f.leaf.fd.as_raw_fd())]),
-        Body::Other(_) => Err(FsError::Errno(libc::EPERM)),
+            .collect(),
+        Body::File(f) => vec![backing::proc_path(f.leaf.fd.as_raw_fd())],
+        Body::Other(l) => vec![backing::proc_path(l.fd.as_raw_fd())],
     }
 }
 
 fn first_path(node: &Node) -> FsResult<CString> {
-    match all_paths(node) {
-        Ok(mut v) if !v.is_empty() => Ok(v.swap_remove(0)),
-        Ok(_) => Err(FsError::Errno(libc::ENOENT)),
-        Err(_) => Err(FsError::Errno(libc::ENODATA)),
-    }
+    all_paths(node)
+        .into_iter()
+        .next()
+        .ok_or(FsError::Errno(libc::ENOENT))
 }
 
 /// Runs a size-then-fill xattr call, growing the buffer if it raced.

@@ -172,7 +172,12 @@ impl Mount {
                 .arg(&self.mnt)
                 .status();
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Busy (a forked child of a concurrent test may briefly hold an
+        // inherited descriptor): detach; the daemon ends once it is let go.
+        if is_mounted(&self.mnt) {
+            lazy_unmount(&self.mnt);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(st)) = child.try_wait() {
                 return Some(st);
@@ -345,5 +350,63 @@ impl Spec {
         fs::write(&m.config, format!("{top}\n{old}")).unwrap();
         m.spawn();
         m
+    }
+}
+
+// --- helpers appended for tests/faults.rs and tests/stress.rs ----------------
+
+impl Mount {
+    /// Waits up to `timeout` for the daemon to exit by itself (after a
+    /// signal); returns its status, or None if it is still running (it is
+    /// left running: dropping the Mount stops it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's resident set size in KiB (VmRSS), if it is running.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.as_ref()?.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl LoopFs {
+    /// `mount -o remount,<opts>` of the loop filesystem; retried while the
+    /// kernel reports it busy (files still open for writing).
+    pub fn remount(&self, opts: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("mount")
+                .args(["-o", &format!("remount,{opts}")])
+                .arg(&self.dir)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            if Instant::now() > deadline {
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
