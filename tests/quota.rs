@@ -1825,3 +1825,34 @@ fn quota_cli_rejects_bad_input_and_changes_nothing() {
         "a refused change was persisted"
     );
 }
+
+/// The deliberate answer to passthrough (SEMANTICS.md): a read-only open of
+/// a message file is served by the kernel; a writer arriving meanwhile gets
+/// ETXTBSY (a passthrough write would bypass the ledger), and once the
+/// readers are gone the writer's growth is refused at the limit as always.
+#[test]
+fn passthrough_readers_never_let_a_writer_past_the_limit() {
+    let m = cyrus("");
+    mkdirs(&m, JOHN);
+    let msg = format!("{JOHN}/1.");
+    let data = put_n(&m, &msg, 200 * K, 7);
+    let reader = File::open(m.path(&msg)).unwrap();
+    let err = OpenOptions::new()
+        .write(true)
+        .open(m.path(&msg))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ETXTBSY));
+    // The reader still reads the whole message (through the kernel).
+    assert_eq!(fs::read(m.path(&msg)).unwrap(), data);
+    drop(reader);
+
+    // Writer first: readers now go through the daemon, and the writer's
+    // growth past the 256K mailbox limit is refused, nothing changed.
+    let mut w = OpenOptions::new().append(true).open(m.path(&msg)).unwrap();
+    let r = File::open(m.path(&msg)).unwrap();
+    assert_edquot(w.write_all(&pat(100 * K, 9)), "append past the limit");
+    assert_eq!(fs::read(m.path(&msg)).unwrap(), data);
+    assert_eq!(mb(&m, JOHN_MB), 200 * K);
+    drop((w, r));
+    assert_matches_disk(&m);
+}
