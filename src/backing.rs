@@ -310,15 +310,27 @@ impl AsFdRef for OwnedFd {
     }
 }
 
-/// Raises the descriptor limit to the hard maximum: every inode the kernel
-/// holds costs the daemon one `O_PATH` descriptor.
+/// Raises the descriptor limit as far as the kernel allows (`fs.nr_open`;
+/// the daemon is root): every inode the kernel holds costs the daemon one
+/// `O_PATH` descriptor.
 pub fn raise_fd_limit() {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = nr_open.unwrap_or(lim.rlim_max).max(lim.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }

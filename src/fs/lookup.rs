@@ -51,7 +51,10 @@ impl SpoolFs {
         let st = found[0].1;
         let key = Key::of(&st);
         if let Some(node) = self.inodes.remember_known(&key) {
-            return Ok((node, st));
+            if self.is_current(&node, &key) {
+                return Ok((node, st));
+            }
+            self.retire(&node, &key);
         }
         let body = self.make_body(dir, name, &c, &found)?;
         let keys = found.iter().map(|(_, st)| Key::of(st)).collect();
@@ -60,6 +63,25 @@ impl SpoolFs {
             .inodes
             .remember(key, || (body.take().expect("once"), keys));
         Ok((node, st))
+    }
+
+    /// Whether a known node still stands for the live object with `key`:
+    /// a deleted object's inode number can be reused by a new file at once,
+    /// and a bookkeeping race must never hand the kernel the dead object.
+    fn is_current(&self, node: &Node, key: &Key) -> bool {
+        match node.stat() {
+            Ok(st) => st.st_nlink > 0 && Key::of(&st) == *key,
+            Err(_) => false,
+        }
+    }
+
+    /// Drops a stale node's claim on `key` (and the reference just taken).
+    fn retire(&self, node: &Node, key: &Key) {
+        self.inodes.forget_key(key);
+        if let Some(f) = node.file() {
+            self.files.remove_if(key, |_, s| Arc::ptr_eq(s, &f.state));
+        }
+        self.forget(node.ino, 1);
     }
 
     /// Every partition copy of `name` in `dir`: the first one found, and for
