@@ -73,12 +73,16 @@ impl SpoolFs {
 /// A quota shown as a filesystem: size = limit, free = limit − used, never
 /// more than the partitions really have free.
 fn quota_view(real: StatFs, limit: u64, used: u64) -> StatFs {
-    let block = real.frsize.max(1) as u64;
-    let free = (limit.saturating_sub(used) / block).min(real.bavail);
+    // 1 KiB blocks so small limits show as they are set (`df -h`).
+    const BLOCK: u64 = 1024;
+    let real_free = real.bavail * real.frsize.max(1) as u64 / BLOCK;
+    let free = (limit.saturating_sub(used) / BLOCK).min(real_free);
     StatFs {
-        blocks: limit / block,
+        blocks: limit / BLOCK,
         bfree: free,
         bavail: free,
+        bsize: BLOCK as u32,
+        frsize: BLOCK as u32,
         ..real
     }
 }
@@ -97,8 +101,9 @@ mod tests {
             bsize: 4096,
             ..Default::default()
         };
+        // In 1 KiB blocks: 400 total; free bounded by the real 10 × 4 KiB.
         let v = quota_view(real, 4096 * 100, 4096 * 20);
-        assert_eq!((v.blocks, v.bavail), (100, 10));
+        assert_eq!((v.blocks, v.bavail, v.frsize), (400, 40, 1024));
         let v = quota_view(
             StatFs {
                 bavail: 1000,
@@ -107,7 +112,7 @@ mod tests {
             4096 * 100,
             4096 * 20,
         );
-        assert_eq!((v.blocks, v.bfree, v.bavail), (100, 80, 80));
+        assert_eq!((v.blocks, v.bfree, v.bavail), (400, 320, 320));
         let v = quota_view(
             StatFs {
                 bavail: 1000,
