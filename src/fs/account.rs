@@ -345,11 +345,10 @@ impl SpoolFs {
         Ok(())
     }
 
-    /// A `cyrus.header` landed in a UUID mailbox directory: learn its owner
-    /// and move the directory's files to it. Not refused: Cyrus cannot
-    /// recover from a failed header rename; growth after it is limited.
-    /// A `cyrus.header` landed (renamed into place, or written and closed)
-    /// in `dir`: if it names a new owner, move the directory's files to it.
+    /// A `cyrus.header` landed (renamed into place, or written and synced or
+    /// closed) in `dir`: if it names a new owner, move the directory's files
+    /// to it. Not refused: Cyrus cannot recover from a failed header write;
+    /// growth after it is limited.
     pub(super) fn learn_uuid_owner(&self, dir: &Node) {
         let path = self.dir_path(dir);
         if self.layout.classify(&path) != DirRole::UuidMailbox {
