@@ -4,7 +4,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use fuser::{FileAttr, TimeOrNow};
 
@@ -119,14 +119,13 @@ fn timespec(t: TimeOrNow) -> libc::timespec {
 /// parts as they are — normalising them would move the time by twice the
 /// nanoseconds (`-31536000 s + 5 ns` would become `-31536000 s - 5 ns`).
 fn before_epoch(d: std::time::Duration) -> (i64, i64) {
-    let _ = SystemTime::now;
     (-(d.as_secs() as i64), d.subsec_nanos() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     /// What fuser 0.18 hands us for the kernel's `(sec, nsec)`.
     fn from_kernel(sec: i64, nsec: u32) -> SystemTime {
