@@ -40,10 +40,16 @@ fn wait_for_daemon_exit(mnt: &Path) {
     }
 }
 
+/// Installs the helper once per test run, atomically (copy, then rename),
+/// so tests running in parallel never execute a half-written file.
 fn install_helper() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/mount.fuse.spoolfs");
-    fs::copy(&src, "/sbin/mount.fuse.spoolfs")
-        .expect("install /sbin/mount.fuse.spoolfs (tests run as root)");
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/mount.fuse.spoolfs");
+        let tmp = format!("/sbin/.mount.fuse.spoolfs.{}", std::process::id());
+        fs::copy(&src, &tmp).expect("copy the helper to /sbin (tests run as root)");
+        fs::rename(&tmp, "/sbin/mount.fuse.spoolfs").expect("install /sbin/mount.fuse.spoolfs");
+    });
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
