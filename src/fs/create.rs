@@ -29,7 +29,7 @@ impl SpoolFs {
         let mode = mode & !umask & 0o7777;
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
         let fd = backing::create_at(pfd.as_fd_ref(), &c, flags & OPEN_FLAGS_KEPT, mode)?;
-        self.give_to_caller(&fd, who, &backing::stat_fd(pfd.as_fd_ref())?, mode)?;
+        self.give_to_caller(&fd, who, &pfd, mode)?;
         let (node, st) = self.lookup_node(&dir, name)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.add_open(node.clone(), fd, writable)?;
@@ -94,7 +94,7 @@ impl SpoolFs {
         mode: u32,
     ) -> FsResult<FileAttr> {
         let fd = backing::lookup_at(pfd.as_fd_ref(), c)?;
-        self.give_to_caller(&fd, who, &backing::stat_fd(pfd.as_fd_ref())?, mode)?;
+        self.give_to_caller(&fd, who, pfd, mode)?;
         let (node, st) = self.lookup_node(dir, name)?;
         Ok(self.attr(node.ino, &st))
     }

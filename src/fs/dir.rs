@@ -48,7 +48,7 @@ impl SpoolFs {
         let pfd = self.ensure_dir_on(&dir, part)?;
         backing::mkdir_at(pfd.as_fd_ref(), &c, mode & !umask & 0o7777)?;
         let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;
-        self.give_to_caller(&fd, who, &backing::stat_fd(pfd.as_fd_ref())?, mode & !umask)?;
+        self.give_to_caller(&fd, who, &pfd, mode & !umask)?;
         let (node, st) = self.lookup_node(&dir, name)?;
         if let Some(folder) = self.folder_of(&node) {
             self.ledger.set_partition(folder, self.partition_name(part));
@@ -192,13 +192,14 @@ impl SpoolFs {
         &self,
         fd: &OwnedFd,
         who: Caller,
-        parent: &libc::stat,
+        parent: &OwnedFd,
         mode: u32,
     ) -> FsResult<()> {
-        let gid = (parent.st_mode & libc::S_ISGID == 0).then_some(who.gid);
-        if who.uid == 0 && gid.unwrap_or(0) == 0 {
-            return Ok(()); // the daemon is root: already right
+        if who.uid == 0 && who.gid == 0 {
+            return Ok(()); // made by the root daemon: already right
         }
+        let parent = backing::stat_fd(parent.as_fd_ref())?;
+        let gid = (parent.st_mode & libc::S_ISGID == 0).then_some(who.gid);
         backing::chown_fd(fd.as_fd_ref(), Some(who.uid), gid)?;
         // chown clears set-ID bits of non-directories; put back what was asked.
         if mode & (libc::S_ISUID | libc::S_ISGID) != 0
