@@ -26,6 +26,15 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// A byte count from a syscall, or its error.
+pub fn cvt_len(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
     cvt(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
@@ -161,10 +170,7 @@ pub fn readlink_fd(fd: BorrowedFd) -> io::Result<Vec<u8>> {
             buf.len(),
         )
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
+    buf.truncate(cvt_len(n)?);
     Ok(buf)
 }
 
@@ -275,11 +281,7 @@ pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
             offset as libc::off_t,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    cvt_len(n)
 }
 
 pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
@@ -291,11 +293,7 @@ pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
             offset as libc::off_t,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    cvt_len(n)
 }
 
 /// Small convenience so call sites read `fd.as_fd_ref()`.

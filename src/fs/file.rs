@@ -395,11 +395,7 @@ fn copy_range(
             0,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    backing::cvt_len(n)
 }
 
 /// The size a file may reach by `fallocate(mode, offset, length)`.

@@ -305,8 +305,4 @@ impl InodeTable {
         }
         Some(node)
     }
-
-    pub fn len(&self) -> usize {
-        self.inner.read().unwrap().nodes.len()
-    }
 }

@@ -175,11 +175,6 @@ impl SpoolFs {
     pub fn partition_name(&self, part: usize) -> &str {
         &self.partitions[part].name
     }
-
-    /// Number of inodes the kernel holds (for tests and memory checks).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
-    }
 }
 
 fn open_partitions(config: &Config) -> Result<Vec<Partition>, String> {

@@ -2,8 +2,7 @@
 //! The kernel has already checked permissions (`default_permissions`); a
 //! directory's change applies to all its partition copies.
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::os::fd::BorrowedFd;
 use std::time::UNIX_EPOCH;
 
 use fuser::{FileAttr, TimeOrNow};
@@ -31,25 +30,18 @@ impl SpoolFs {
         if let Some(size) = a.size {
             self.truncate(&node, size, a.fh)?;
         }
-        let fds = fds_of(&node);
         if a.uid.is_some() || a.gid.is_some() {
-            for fd in &fds {
-                backing::chown_fd(fd.as_fd_ref(), a.uid, a.gid)?;
-            }
+            for_each_fd(&node, |fd| backing::chown_fd(fd, a.uid, a.gid))?;
         }
         if let (Some(mode), false) = (
             a.mode,
             matches!(node.body, Body::Other(_)) && is_symlink(&node),
         ) {
-            for fd in &fds {
-                backing::chmod_fd(fd.as_fd_ref(), mode & 0o7777)?;
-            }
+            for_each_fd(&node, |fd| backing::chmod_fd(fd, mode & 0o7777))?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));
-            for fd in &fds {
-                backing::utimens_fd(fd.as_fd_ref(), at, mt)?;
-            }
+            for_each_fd(&node, |fd| backing::utimens_fd(fd, at, mt))?;
         }
         self.getattr(ino)
     }
@@ -74,17 +66,19 @@ impl SpoolFs {
     }
 }
 
-/// Every backing descriptor a change must reach.
-fn fds_of(node: &Node) -> Vec<Arc<OwnedFd>> {
+/// Applies a change to every backing object of a node (all copies of a
+/// directory), borrowing the node's own descriptors: no `dup` per request.
+fn for_each_fd(node: &Node, mut f: impl FnMut(BorrowedFd) -> std::io::Result<()>) -> FsResult<()> {
     match &node.body {
-        Body::Dir(d) => d.copies().into_iter().map(|(_, fd)| fd).collect(),
-        Body::File(f) => vec![Arc::new(
-            f.leaf.fd.as_fd_ref().try_clone_to_owned().expect("dup"),
-        )],
-        Body::Other(l) => vec![Arc::new(
-            l.fd.as_fd_ref().try_clone_to_owned().expect("dup"),
-        )],
+        Body::Dir(d) => {
+            for (_, fd) in d.copies() {
+                f(fd.as_fd_ref())?;
+            }
+        }
+        Body::File(file) => f(file.leaf.fd.as_fd_ref())?,
+        Body::Other(leaf) => f(leaf.fd.as_fd_ref())?,
     }
+    Ok(())
 }
 
 fn is_symlink(node: &Node) -> bool {
