@@ -245,15 +245,16 @@ impl SpoolFs {
         &self,
         state: &Mutex<FileState>,
         folder: Option<FolderId>,
-        target: &Path,
+        (dir, name): (&Node, &OsStr),
         what: &'static str,
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
         let mut s = state.lock().unwrap();
         if let Some(f) = folder {
-            let name = target.file_name().unwrap_or_default();
             if let Err(r) = self.ledger.reserve(&[f], s.size, self.charge_kind(name)) {
-                return Err(self.refused(what, &s, r, Some(target)));
+                // The target path is only worked out for the log line.
+                let target = self.child_path(dir, name);
+                return Err(self.refused(what, &s, r, Some(&target)));
             }
         }
         if let Err(e) = op() {
@@ -311,8 +312,6 @@ impl SpoolFs {
         credits: &[(FolderId, u64)],
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
-        let target = self.child_path(new_parent, new_name);
-        let target = target.as_path();
         let mut s = state.lock().unwrap();
         let moves = from != to;
         if let (true, Some(t)) = (moves, to) {
@@ -323,7 +322,9 @@ impl SpoolFs {
                 self.ledger
                     .reserve_net(&[(t, s.size)], &all_credits, self.charge_kind(new_name))
             {
-                return Err(self.refused("rename", &s, r, Some(target)));
+                // The target path is only worked out for the log line.
+                let target = self.child_path(new_parent, new_name);
+                return Err(self.refused("rename", &s, r, Some(&target)));
             }
         }
         if let Err(e) = op() {

@@ -71,7 +71,7 @@ impl SpoolFs {
             Some(f) => self.add_name(
                 &f.state,
                 self.folder_of(&dir),
-                &self.child_path(&dir, newname),
+                (&dir, newname),
                 "link",
                 link,
             )?,
