@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use fuser::BackingId;
@@ -108,6 +109,10 @@ pub struct Opened {
     pub backing: Option<Arc<BackingId>>,
 }
 
+/// How long a writer waits for the RELEASE of passthrough readers that
+/// have already closed (see `admit`) before it gets `ETXTBSY`.
+const RELEASE_GRACE: Duration = Duration::from_millis(200);
+
 /// Flags the backing descriptor must not carry: the kernel computes
 /// append offsets and page-cache alignment itself.
 const STRIPPED: i32 =
@@ -171,6 +176,14 @@ impl SpoolFs {
     ) -> FsResult<Option<Arc<BackingId>>> {
         let mut o = file.opens.lock().unwrap();
         if writable {
+            // The kernel sends RELEASE asynchronously after close(2), so a
+            // reader that has just closed may still be counted here: give
+            // its release a moment to arrive before refusing the writer.
+            o = file
+                .passthrough_gone
+                .wait_timeout_while(o, RELEASE_GRACE, |o| o.backing.is_some())
+                .unwrap()
+                .0;
             if o.backing.is_some() {
                 return Err(FsError::Errno(libc::ETXTBSY));
             }
@@ -230,6 +243,7 @@ impl SpoolFs {
             o.passthrough_opens -= 1;
             if o.passthrough_opens == 0 {
                 o.backing = None; // the kernel's backing id is closed on drop
+                h.file().passthrough_gone.notify_all();
             }
         }
     }

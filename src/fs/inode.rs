@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use crate::backing::{self, AsFdRef};
 use crate::quota::FolderId;
@@ -83,6 +83,8 @@ pub struct FileNode {
     /// every size change of this file.
     pub state: Arc<Mutex<FileState>>,
     pub opens: Mutex<OpenState>,
+    /// Signalled when the last passthrough open of this file is released.
+    pub passthrough_gone: Condvar,
 }
 
 /// What the accounting path knows about a regular file.

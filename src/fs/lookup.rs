@@ -1,7 +1,7 @@
 //! lookup, getattr, forget, readlink.
 
 use std::ffi::{CStr, OsStr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use fuser::FileAttr;
 
@@ -142,6 +142,7 @@ impl SpoolFs {
             key,
             state,
             opens: Mutex::new(OpenState::default()),
+            passthrough_gone: Condvar::new(),
         }))
     }
 }
