@@ -16,15 +16,24 @@ use fuser::{
 use log::debug;
 
 use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, SpoolFs, is_dot};
+use crate::fs::{Caller, SetAttr, SpoolFs, is_dot, offset_after};
+use crate::invalidate::DirInvalidator;
 
 pub struct FuseAdapter {
     fs: Arc<SpoolFs>,
+    invalidator: DirInvalidator,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<SpoolFs>) -> FuseAdapter {
-        FuseAdapter { fs }
+    pub fn new(fs: Arc<SpoolFs>, invalidator: DirInvalidator) -> FuseAdapter {
+        FuseAdapter { fs, invalidator }
+    }
+
+    /// After a successful change to the entries of `dir`.
+    fn changed(&self, dir: INodeNo) {
+        if self.fs.listing_may_be_stale(dir.0) {
+            self.invalidator.schedule(dir.0);
+        }
     }
 
     fn ttl(&self) -> Duration {
@@ -144,7 +153,10 @@ impl Filesystem for FuseAdapter {
             .fs
             .mknod(caller(req), parent.0, name, mode, umask, rdev)
         {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
+            Ok(attr) => {
+                reply.entry(&self.ttl(), &attr, GEN);
+                self.changed(parent);
+            }
             Err(e) => reply.error(errno("mknod", e)),
         }
     }
@@ -159,21 +171,30 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         match self.fs.mkdir(caller(req), parent.0, name, mode, umask) {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
+            Ok(attr) => {
+                reply.entry(&self.ttl(), &attr, GEN);
+                self.changed(parent);
+            }
             Err(e) => reply.error(errno("mkdir", e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                reply.ok();
+                self.changed(parent);
+            }
             Err(e) => reply.error(errno("unlink", e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                reply.ok();
+                self.changed(parent);
+            }
             Err(e) => reply.error(errno("rmdir", e)),
         }
     }
@@ -187,7 +208,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         match self.fs.symlink(caller(req), parent.0, link_name, target) {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
+            Ok(attr) => {
+                reply.entry(&self.ttl(), &attr, GEN);
+                self.changed(parent);
+            }
             Err(e) => reply.error(errno("symlink", e)),
         }
     }
@@ -206,7 +230,13 @@ impl Filesystem for FuseAdapter {
             .fs
             .rename(parent.0, name, newparent.0, newname, flags.bits())
         {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                reply.ok();
+                self.changed(parent);
+                if newparent != parent {
+                    self.changed(newparent);
+                }
+            }
             Err(e) => reply.error(errno("rename", e)),
         }
     }
@@ -220,7 +250,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
+            Ok(attr) => {
+                reply.entry(&self.ttl(), &attr, GEN);
+                self.changed(newparent);
+            }
             Err(e) => reply.error(errno("link", e)),
         }
     }
@@ -312,32 +345,29 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            // No FOPEN_CACHE_DIR: with it, a 10-minute stress run saw
-            // entries removed through the mount still listed (a race
-            // between a listing and an unlink that the kernel's cache
-            // tagging did not catch); the cache saved little anyway, as the
-            // OPENDIR round trip dominates a warm listing.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // ENOSYS once, and the kernel stops sending OPENDIR/RELEASEDIR and
+        // opens directories with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR: a warm
+        // listing then costs no round trip at all. READDIR arrives without
+        // a handle; `listing.rs` keeps the snapshots it serves.
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(fh.0, offset) {
-            Ok(e) => e,
+        let page = match self.fs.readdir(ino.0, offset) {
+            Ok(p) => p,
             Err(e) => return reply.error(errno("readdir", e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, &e.name) {
+        for (i, e) in page.entries.iter().enumerate().skip(page.start) {
+            let next = offset_after(page.generation, i);
+            if reply.add(INodeNo(e.ino), next, e.kind, &e.name) {
                 break;
             }
         }
@@ -348,39 +378,29 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(fh.0, offset) {
-            Ok(e) => e,
+        let page = match self.fs.readdir(ino.0, offset) {
+            Ok(p) => p,
             Err(e) => return reply.error(errno("readdirplus", e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             // Each entry returned counts as a lookup; one that vanished
-            // since opendir is skipped, as a later readdir would not show it.
+            // since the snapshot is skipped, as a later readdir would not
+            // show it.
             let Ok(attr) = self.fs.lookup_for_listing(ino.0, &e.name) else {
                 continue;
             };
-            if reply.add(attr.ino, i as u64 + 1, &e.name, &self.ttl(), &attr, GEN) {
+            let next = offset_after(page.generation, i);
+            if reply.add(attr.ino, next, &e.name, &self.ttl(), &attr, GEN) {
                 if !is_dot(&e.name) {
                     self.fs.forget(attr.ino.0, 1); // did not fit: not handed out
                 }
                 break;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.fs.releasedir(fh.0);
         reply.ok();
     }
 
@@ -456,7 +476,10 @@ impl Filesystem for FuseAdapter {
             .fs
             .create(caller(req), parent.0, name, mode, umask, flags)
         {
-            Ok((attr, fh)) => reply.created(&self.ttl(), &attr, GEN, FileHandle(fh), OPEN_FLAGS),
+            Ok((attr, fh)) => {
+                reply.created(&self.ttl(), &attr, GEN, FileHandle(fh), OPEN_FLAGS);
+                self.changed(parent);
+            }
             Err(e) => reply.error(errno("create", e)),
         }
     }

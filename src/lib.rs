@@ -10,6 +10,7 @@ pub mod control;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod invalidate;
 pub mod layout;
 pub mod mount;
 pub mod quota;

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fuser::SessionACL;
 use log::info;
@@ -14,6 +14,7 @@ use log::info;
 use crate::config::Config;
 use crate::fs::SpoolFs;
 use crate::fuse::FuseAdapter;
+use crate::invalidate::DirInvalidator;
 use crate::quota::Ledger;
 use crate::{backing, control, scan};
 
@@ -48,13 +49,16 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     } else {
         SessionACL::Owner
     };
+    let notifier = Arc::new(OnceLock::new());
+    let invalidator = DirInvalidator::start(notifier.clone());
     let session = fuser::Session::from_fd(
-        FuseAdapter::new(fs.clone()),
+        FuseAdapter::new(fs.clone(), invalidator),
         dev,
         acl,
         session_config(&fs.config),
     )
     .map_err(|e| format!("FUSE handshake: {e}"))?;
+    let _ = notifier.set(session.notifier());
     spawn_signal_thread(args.mountpoint.clone());
     info!(
         "mounted {} ({} partitions)",

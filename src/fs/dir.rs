@@ -9,10 +9,12 @@ use std::collections::HashSet;
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
 
 use super::inode::{Key, Node, ROOT_INO};
+use super::listing::Page;
 use super::{Caller, SpoolFs, file_type, is_dir};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
@@ -81,21 +83,21 @@ impl SpoolFs {
         Ok(())
     }
 
-    /// Opening costs nothing: the merged listing is read at the first
-    /// `readdir`, and not at all when the kernel's cache answers.
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
-        self.dir_node(ino)?;
-        Ok(self.handles.add_dir(ino))
+    /// The listing to serve at `offset` (see `listing.rs`).
+    pub fn readdir(&self, ino: u64, offset: u64) -> FsResult<Page> {
+        let node = self.dir_node(ino)?;
+        let d = node.dir().expect("dir_node");
+        d.listings.page(offset, || self.list(&node))
     }
 
-    /// The listing to serve from `offset` on (offsets are positions + 1).
-    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntryOut>>> {
-        self.handles
-            .dir_listing(fh, offset, |ino| self.list(&*self.dir_node(ino)?))
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.remove_dir(fh);
+    /// Whether a change to directory `ino` may have raced with a listing
+    /// the kernel is caching (see `invalidate.rs`).
+    pub fn listing_may_be_stale(&self, ino: u64) -> bool {
+        const WINDOW: Duration = Duration::from_secs(1);
+        self.inodes
+            .get(ino)
+            .and_then(|n| n.dir().map(|d| d.listings.listed_since(WINDOW)))
+            .unwrap_or(false)
     }
 
     /// For readdirplus: a full lookup of one listed entry.

@@ -19,7 +19,6 @@ use fuser::BackingId;
 use log::warn;
 
 use super::SpoolFs;
-use super::dir::DirEntryOut;
 use super::inode::{FileNode, Node};
 use crate::backing;
 use crate::error::{FsError, FsResult};
@@ -38,12 +37,12 @@ impl OpenFile {
     }
 }
 
-/// Open file and directory handles, by the number the kernel holds.
+/// Open file handles, by the number the kernel holds. Directories have
+/// none: the kernel opens them itself (see `listing.rs`).
 #[derive(Default)]
 pub struct Handles {
     next: AtomicU64,
     files: DashMap<u64, Arc<OpenFile>>,
-    dirs: DashMap<u64, DirHandle>,
 }
 
 impl Handles {
@@ -63,43 +62,6 @@ impl Handles {
             .map(|f| f.clone())
             .ok_or(FsError::Errno(libc::EBADF))
     }
-
-    pub fn add_dir(&self, ino: u64) -> u64 {
-        let fh = self.next();
-        self.dirs.insert(fh, DirHandle { ino, listing: None });
-        fh
-    }
-
-    /// The listing of an open directory: taken afresh when read from the
-    /// start (`offset` 0), else the one being read, so a listing read in
-    /// several requests is one consistent snapshot.
-    pub fn dir_listing(
-        &self,
-        fh: u64,
-        offset: u64,
-        list: impl FnOnce(u64) -> FsResult<Vec<DirEntryOut>>,
-    ) -> FsResult<Arc<Vec<DirEntryOut>>> {
-        let mut h = self.dirs.get_mut(&fh).ok_or(FsError::Errno(libc::EBADF))?;
-        match &h.listing {
-            Some(l) if offset != 0 => Ok(l.clone()),
-            _ => {
-                let l = Arc::new(list(h.ino)?);
-                h.listing = Some(l.clone());
-                Ok(l)
-            }
-        }
-    }
-
-    pub fn remove_dir(&self, fh: u64) {
-        self.dirs.remove(&fh);
-    }
-}
-
-/// An open directory: listed lazily, at the first READDIR, so the listing
-/// is exactly as old as the kernel's readdir cache tag.
-pub struct DirHandle {
-    ino: u64,
-    listing: Option<Arc<Vec<DirEntryOut>>>,
 }
 
 /// The result of `open`: the handle, and the kernel backing file to pass

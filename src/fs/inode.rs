@@ -13,6 +13,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use super::listing::Listings;
 use crate::backing::{self, AsFdRef};
 use crate::quota::FolderId;
 
@@ -62,6 +63,8 @@ pub struct DirNode {
     copies: RwLock<Vec<Option<Arc<OwnedFd>>>>,
     /// The folder files here are charged to, valid for one layout epoch.
     pub folder: Mutex<FolderCache>,
+    /// Snapshots READDIR is serving (see `listing.rs`).
+    pub listings: Listings,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -161,6 +164,7 @@ impl DirNode {
             loc: RwLock::new(loc),
             copies: RwLock::new(v),
             folder: Mutex::new(FolderCache::default()),
+            listings: Listings::default(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! - `inode.rs`   inode numbers, nodes, the table
 //! - `account.rs` the one accounting path for sizes and names (quota)
 //! - `lookup.rs`  lookup, getattr, forget, readlink
-//! - `dir.rs`     mkdir, rmdir, opendir/readdir, union directories
+//! - `dir.rs`     mkdir, rmdir, readdir, union directories
+//! - `listing.rs` the snapshots READDIR serves, and their offsets
 //! - `create.rs`  create, mknod, symlink
 //! - `file.rs`    open, read, write, fsync, release, fallocate, lseek, copy_file_range
 //! - `setattr.rs` chmod, chown, utimens, truncate
@@ -18,6 +19,7 @@ mod create;
 mod dir;
 mod file;
 pub mod inode;
+mod listing;
 mod lookup;
 mod rename;
 mod setattr;
@@ -44,6 +46,7 @@ use crate::routing::Router;
 pub use dir::{DirEntryOut, is_dot};
 pub use file::Opened;
 use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
+pub use listing::offset_after;
 pub use setattr::SetAttr;
 pub use statfs::StatFs;
 pub use xattr::CONTROL_XATTR;
