@@ -100,6 +100,48 @@ pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
     owned(unsafe { libc::open(p.as_ptr(), flags) })
 }
 
+/// A kernel file handle (`name_to_handle_at`): names an inode of one
+/// filesystem without holding a descriptor. The bytes are a whole
+/// `struct file_handle`, ready for `open_by_handle_at`.
+pub struct Handle(Box<[u32]>); // u32s: file_handle's alignment
+
+const HANDLE_HEADER: usize = std::mem::size_of::<libc::file_handle>();
+const MAX_HANDLE_SZ: usize = 128;
+
+/// The handle of the object behind `fd`; `None` where the filesystem
+/// cannot give one (then keep the descriptor).
+pub fn handle_of(fd: BorrowedFd) -> Option<Handle> {
+    let mut buf = vec![0u32; (HANDLE_HEADER + MAX_HANDLE_SZ) / 4];
+    let fh = buf.as_mut_ptr() as *mut libc::file_handle;
+    let mut mount_id = 0;
+    // SAFETY: buf holds a file_handle header and MAX_HANDLE_SZ bytes after it.
+    let r = unsafe {
+        (*fh).handle_bytes = MAX_HANDLE_SZ as u32;
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            fh,
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let len = HANDLE_HEADER + unsafe { (*fh).handle_bytes } as usize;
+    buf.truncate(len.div_ceil(4));
+    Some(Handle(buf.into_boxed_slice()))
+}
+
+/// An `O_PATH` descriptor on the object `handle` names, on the filesystem
+/// of `mount_fd`. A deleted object gives `ESTALE`.
+pub fn open_handle(mount_fd: BorrowedFd, handle: &Handle) -> io::Result<OwnedFd> {
+    let mut buf = handle.0.to_vec(); // the kernel takes a mutable pointer
+    let fh = buf.as_mut_ptr() as *mut libc::file_handle;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    owned(unsafe { libc::open_by_handle_at(mount_fd.as_raw_fd(), fh, flags) })
+}
+
 /// Creates and opens a new regular file (`O_EXCL`: never an existing one).
 pub fn create_at(dir: BorrowedFd, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
@@ -309,9 +351,9 @@ impl AsFdRef for OwnedFd {
 }
 
 /// Raises the descriptor limit as far as the kernel allows (`fs.nr_open`;
-/// the daemon is root): every inode the kernel holds costs the daemon one
-/// `O_PATH` descriptor.
-pub fn raise_fd_limit() {
+/// the daemon is root) and returns the limit in force. File nodes hold
+/// descriptors only within a budget derived from it (`fs/anchor.rs`).
+pub fn raise_fd_limit() -> u64 {
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
@@ -321,16 +363,20 @@ pub fn raise_fd_limit() {
     };
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
+            return 1024;
         }
         let want = nr_open.unwrap_or(lim.rlim_max).max(lim.rlim_max);
         let raised = libc::rlimit {
             rlim_cur: want,
             rlim_max: want,
         };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return want;
         }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            return lim.rlim_max;
+        }
+        lim.rlim_cur
     }
 }

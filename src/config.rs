@@ -57,6 +57,9 @@ pub struct MountConfig {
     pub ttl_secs: u64,
     /// Kernel passthrough for read-only opens (Linux >= 6.9).
     pub passthrough: bool,
+    /// How many `O_PATH` descriptors file nodes may hold; beyond that they
+    /// keep file handles (see `fs/anchor.rs`). `None`: half the fd limit.
+    pub held_descriptors: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -134,6 +137,7 @@ impl Default for MountConfig {
             allow_other: true,
             ttl_secs: 60,
             passthrough: true,
+            held_descriptors: None,
         }
     }
 }
@@ -387,7 +391,13 @@ fn parse_route(
 
 fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
     let section = top.section("mount")?;
-    section.allow_only(&["threads", "allow_other", "ttl_secs", "passthrough"])?;
+    section.allow_only(&[
+        "threads",
+        "allow_other",
+        "ttl_secs",
+        "passthrough",
+        "held_descriptors",
+    ])?;
     let defaults = MountConfig::default();
     Ok(MountConfig {
         threads: section
@@ -402,6 +412,7 @@ fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         passthrough: section
             .value("passthrough", boolean)?
             .unwrap_or(defaults.passthrough),
+        held_descriptors: section.value("held_descriptors", integer_in(0, i64::MAX))?,
     })
 }
 
@@ -1082,11 +1093,14 @@ fn describe_quota(quota: &QuotaConfig) -> String {
 fn describe_mount(mount: &MountConfig) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     format!(
-        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}",
+        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, held descriptors {}",
         mount.threads,
         yes_no(mount.allow_other),
         mount.ttl_secs,
-        yes_no(mount.passthrough)
+        yes_no(mount.passthrough),
+        mount
+            .held_descriptors
+            .map_or("half the fd limit".to_string(), |n| n.to_string())
     )
 }
 
@@ -1127,6 +1141,7 @@ threads = 8
 allow_other = false
 ttl_secs = 30
 passthrough = false
+held_descriptors = 5000
 
 [layout]
 kind = "cyrus"
@@ -1207,6 +1222,7 @@ state_dir = "/var/lib/spoolfs-test"
                 allow_other: false,
                 ttl_secs: 30,
                 passthrough: false,
+                held_descriptors: Some(5000),
             },
             layout: LayoutConfig::Cyrus {
                 partition_depth: 2,

@@ -29,6 +29,15 @@ impl FuseAdapter {
         FuseAdapter { fs, invalidator }
     }
 
+    /// The errno a failed request answers with; the core hears of it too,
+    /// to name a partition in trouble.
+    fn errno(&self, op: &str, e: FsError) -> Errno {
+        debug!("{op}: {e}");
+        let errno = e.errno();
+        self.fs.note_error(op, errno);
+        Errno::from_i32(errno)
+    }
+
     /// After a successful change to the entries of `dir`.
     fn changed(&self, dir: INodeNo) {
         if self.fs.listing_may_be_stale(dir.0) {
@@ -47,11 +56,6 @@ fn caller(req: &Request) -> Caller {
         gid: req.gid(),
         pid: req.pid(),
     }
-}
-
-fn errno(op: &str, e: FsError) -> Errno {
-    debug!("{op}: {e}");
-    Errno::from_i32(e.errno())
 }
 
 /// Page cache kept across opens: nothing but this daemon writes the
@@ -84,7 +88,7 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
             Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
-            Err(e) => reply.error(errno("lookup", e)),
+            Err(e) => reply.error(self.errno("lookup", e)),
         }
     }
 
@@ -92,10 +96,10 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
             Ok(attr) => reply.attr(&self.ttl(), &attr),
-            Err(e) => reply.error(errno("getattr", e)),
+            Err(e) => reply.error(self.errno("getattr", e)),
         }
     }
 
@@ -128,14 +132,14 @@ impl Filesystem for FuseAdapter {
         };
         match self.fs.setattr(ino.0, change) {
             Ok(attr) => reply.attr(&self.ttl(), &attr),
-            Err(e) => reply.error(errno("setattr", e)),
+            Err(e) => reply.error(self.errno("setattr", e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(errno("readlink", e)),
+            Err(e) => reply.error(self.errno("readlink", e)),
         }
     }
 
@@ -157,7 +161,7 @@ impl Filesystem for FuseAdapter {
                 reply.entry(&self.ttl(), &attr, GEN);
                 self.changed(parent);
             }
-            Err(e) => reply.error(errno("mknod", e)),
+            Err(e) => reply.error(self.errno("mknod", e)),
         }
     }
 
@@ -175,7 +179,7 @@ impl Filesystem for FuseAdapter {
                 reply.entry(&self.ttl(), &attr, GEN);
                 self.changed(parent);
             }
-            Err(e) => reply.error(errno("mkdir", e)),
+            Err(e) => reply.error(self.errno("mkdir", e)),
         }
     }
 
@@ -185,7 +189,7 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
                 self.changed(parent);
             }
-            Err(e) => reply.error(errno("unlink", e)),
+            Err(e) => reply.error(self.errno("unlink", e)),
         }
     }
 
@@ -195,7 +199,7 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
                 self.changed(parent);
             }
-            Err(e) => reply.error(errno("rmdir", e)),
+            Err(e) => reply.error(self.errno("rmdir", e)),
         }
     }
 
@@ -212,7 +216,7 @@ impl Filesystem for FuseAdapter {
                 reply.entry(&self.ttl(), &attr, GEN);
                 self.changed(parent);
             }
-            Err(e) => reply.error(errno("symlink", e)),
+            Err(e) => reply.error(self.errno("symlink", e)),
         }
     }
 
@@ -237,7 +241,7 @@ impl Filesystem for FuseAdapter {
                     self.changed(newparent);
                 }
             }
-            Err(e) => reply.error(errno("rename", e)),
+            Err(e) => reply.error(self.errno("rename", e)),
         }
     }
 
@@ -254,7 +258,7 @@ impl Filesystem for FuseAdapter {
                 reply.entry(&self.ttl(), &attr, GEN);
                 self.changed(newparent);
             }
-            Err(e) => reply.error(errno("link", e)),
+            Err(e) => reply.error(self.errno("link", e)),
         }
     }
 
@@ -264,7 +268,7 @@ impl Filesystem for FuseAdapter {
                 Some(id) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), id),
                 None => reply.opened(FileHandle(o.fh), OPEN_FLAGS),
             },
-            Err(e) => reply.error(errno("open", e)),
+            Err(e) => reply.error(self.errno("open", e)),
         }
     }
 
@@ -281,7 +285,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", e)),
+            Err(e) => reply.error(self.errno("read", e)),
         }
     }
 
@@ -299,7 +303,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", e)),
+            Err(e) => reply.error(self.errno("write", e)),
         }
     }
 
@@ -341,7 +345,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", e)),
+            Err(e) => reply.error(self.errno("fsync", e)),
         }
     }
 
@@ -363,7 +367,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let page = match self.fs.readdir(ino.0, offset) {
             Ok(p) => p,
-            Err(e) => return reply.error(errno("readdir", e)),
+            Err(e) => return reply.error(self.errno("readdir", e)),
         };
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let next = offset_after(page.generation, i);
@@ -384,7 +388,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let page = match self.fs.readdir(ino.0, offset) {
             Ok(p) => p,
-            Err(e) => return reply.error(errno("readdirplus", e)),
+            Err(e) => return reply.error(self.errno("readdirplus", e)),
         };
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             // Each entry returned counts as a lookup; one that vanished
@@ -414,7 +418,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.fsyncdir(ino.0, datasync) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsyncdir", e)),
+            Err(e) => reply.error(self.errno("fsyncdir", e)),
         }
     }
 
@@ -423,7 +427,7 @@ impl Filesystem for FuseAdapter {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(e) => reply.error(errno("statfs", e)),
+            Err(e) => reply.error(self.errno("statfs", e)),
         }
     }
 
@@ -439,22 +443,22 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.setxattr(ino.0, name, value, flags) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("setxattr", e)),
+            Err(e) => reply.error(self.errno("setxattr", e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
+        self.xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr_reply(self.fs.listxattr(ino.0), size, reply);
+        self.xattr_reply(self.fs.listxattr(ino.0), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.removexattr(ino.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("removexattr", e)),
+            Err(e) => reply.error(self.errno("removexattr", e)),
         }
     }
 
@@ -480,7 +484,7 @@ impl Filesystem for FuseAdapter {
                 reply.created(&self.ttl(), &attr, GEN, FileHandle(fh), OPEN_FLAGS);
                 self.changed(parent);
             }
-            Err(e) => reply.error(errno("create", e)),
+            Err(e) => reply.error(self.errno("create", e)),
         }
     }
 
@@ -496,7 +500,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fallocate", e)),
+            Err(e) => reply.error(self.errno("fallocate", e)),
         }
     }
 
@@ -511,7 +515,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(off) => reply.offset(off),
-            Err(e) => reply.error(errno("lseek", e)),
+            Err(e) => reply.error(self.errno("lseek", e)),
         }
     }
 
@@ -533,16 +537,18 @@ impl Filesystem for FuseAdapter {
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
         {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("copy_file_range", e)),
+            Err(e) => reply.error(self.errno("copy_file_range", e)),
         }
     }
 }
 
-fn xattr_reply(result: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
-    match result {
-        Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
-        Ok(v) => reply.data(&v),
-        Err(e) => reply.error(errno("xattr", e)),
+impl FuseAdapter {
+    fn xattr_reply(&self, result: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+        match result {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(self.errno("xattr", e)),
+        }
     }
 }

@@ -36,7 +36,9 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // Objects are created with exactly the mode the caller asked for.
     unsafe { libc::umask(0) };
-    backing::raise_fd_limit();
+    let fd_limit = backing::raise_fd_limit();
+    let budget = config.mount.held_descriptors.unwrap_or(fd_limit / 2);
+    crate::fs::set_descriptor_budget(budget as usize);
     let ledger = Arc::new(Ledger::new(&config)?);
     let fs = Arc::new(SpoolFs::new(config, ledger)?);
     scan::rebuild_usage(&fs, scan_threads());

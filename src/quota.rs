@@ -1113,6 +1113,7 @@ mod tests {
                 allow_other: false,
                 ttl_secs: 1,
                 passthrough: false,
+                held_descriptors: None,
             },
             layout: LayoutConfig::None,
             quota: QuotaConfig {

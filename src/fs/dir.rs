@@ -105,8 +105,8 @@ impl SpoolFs {
     /// (see `is_dot`), so only real names are counted.
     pub fn lookup_for_listing(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
         match name.as_encoded_bytes() {
-            b"." => self.getattr(parent),
-            b".." => self.getattr(self.parent_of(parent)?),
+            b"." => self.getattr(parent, None),
+            b".." => self.getattr(self.parent_of(parent)?, None),
             _ => self.lookup(parent, name),
         }
     }

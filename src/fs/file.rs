@@ -92,7 +92,7 @@ impl SpoolFs {
         let node = self.node(ino)?;
         let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let fd = backing::reopen(file.leaf.fd.as_fd(), flags & !STRIPPED)?;
+        let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), flags & !STRIPPED)?;
         let backing = self.admit(file, &fd, writable, make_backing)?;
         let passthrough = backing.is_some();
         let fh = self.handles.add_file(OpenFile {
@@ -345,6 +345,12 @@ impl SpoolFs {
     /// The descriptor of an open handle, for setattr with a handle.
     pub(super) fn handle_fd(&self, fh: u64) -> Option<Arc<OpenFile>> {
         self.handles.file(fh).ok()
+    }
+
+    /// `fstat` through open file `fh`, if it is open on inode `ino`.
+    pub(super) fn stat_open(&self, fh: u64, ino: u64) -> Option<io::Result<libc::stat>> {
+        let h = self.handles.file(fh).ok()?;
+        (h.node.ino == ino).then(|| backing::stat_fd(h.fd.as_fd()))
     }
 
     pub(super) fn truncate_handle(&self, h: &OpenFile, size: u64) -> FsResult<()> {

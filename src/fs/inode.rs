@@ -13,6 +13,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use super::anchor::{Anchor, LeafFd};
 use super::listing::Listings;
 use crate::backing::{self, AsFdRef};
 use crate::quota::FolderId;
@@ -75,8 +76,24 @@ pub struct FolderCache {
 }
 
 pub struct LeafNode {
-    pub fd: OwnedFd,
+    anchor: Anchor,
     pub part: usize,
+}
+
+impl LeafNode {
+    /// `fd` is an `O_PATH` descriptor on the object; `mount` the root of
+    /// its partition (see `anchor.rs`).
+    pub fn new(fd: OwnedFd, part: usize, mount: &Arc<OwnedFd>) -> LeafNode {
+        LeafNode {
+            anchor: Anchor::new(fd, mount),
+            part,
+        }
+    }
+
+    /// A descriptor on the object for one operation.
+    pub fn fd(&self) -> std::io::Result<LeafFd<'_>> {
+        self.anchor.fd()
+    }
 }
 
 pub struct FileNode {
@@ -135,8 +152,8 @@ impl Node {
                 let (_, fd) = d.copies().into_iter().next().ok_or_else(gone)?;
                 backing::stat_fd(fd.as_fd_ref())
             }
-            Body::File(f) => backing::stat_fd(f.leaf.fd.as_fd_ref()),
-            Body::Other(l) => backing::stat_fd(l.fd.as_fd_ref()),
+            Body::File(f) => backing::stat_fd(f.leaf.fd()?.as_fd_ref()),
+            Body::Other(l) => backing::stat_fd(l.fd()?.as_fd_ref()),
         }
     }
 

@@ -20,7 +20,12 @@ impl SpoolFs {
         Ok(self.attr(node.ino, &st))
     }
 
-    pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+    /// `fh` is the open file an `fstat` came through, if any: it reaches
+    /// the file even after its last name is gone.
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<FileAttr> {
+        if let Some(st) = fh.and_then(|fh| self.stat_open(fh, ino)) {
+            return Ok(self.attr(ino, &st?));
+        }
         let node = self.node(ino)?;
         Ok(self.attr(ino, &node.stat()?))
     }
@@ -36,7 +41,7 @@ impl SpoolFs {
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let node = self.node(ino)?;
         let leaf = node.leaf().ok_or(FsError::Errno(libc::EINVAL))?;
-        Ok(backing::readlink_fd(leaf.fd.as_fd_ref())?)
+        Ok(backing::readlink_fd(leaf.fd()?.as_fd_ref())?)
     }
 
     /// Finds `name` in the union of `dir`'s copies and counts one kernel
@@ -131,7 +136,7 @@ impl SpoolFs {
             return Ok(Body::Dir(DirNode::new(loc, self.partitions.len(), fds)));
         }
         let (part, fd) = fds.pop().expect("one copy");
-        let leaf = LeafNode { fd, part };
+        let leaf = LeafNode::new(fd, part, &self.partitions[part].handle_root);
         if !is_reg(st) {
             return Ok(Body::Other(leaf));
         }

@@ -3,6 +3,7 @@
 //!
 //! One file per family of operations:
 //! - `inode.rs`   inode numbers, nodes, the table
+//! - `anchor.rs`  how file nodes reach their backing inode (descriptor or handle)
 //! - `account.rs` the one accounting path for sizes and names (quota)
 //! - `lookup.rs`  lookup, getattr, forget, readlink
 //! - `dir.rs`     mkdir, rmdir, readdir, union directories
@@ -13,11 +14,14 @@
 //! - `rename.rs`  rename, link, unlink
 //! - `xattr.rs`   extended attributes
 //! - `statfs.rs`  df: partition space or quota
+//! - `health.rs`  naming the partition in trouble in the log
 
 mod account;
+mod anchor;
 mod create;
 mod dir;
 mod file;
+mod health;
 pub mod inode;
 mod listing;
 mod lookup;
@@ -43,6 +47,7 @@ use crate::layout::Layout;
 use crate::quota::{FolderId, Ledger};
 use crate::routing::Router;
 
+pub use anchor::set_budget as set_descriptor_budget;
 pub use dir::{DirEntryOut, is_dot};
 pub use file::Opened;
 use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
@@ -62,6 +67,9 @@ pub struct Caller {
 pub struct Partition {
     pub name: String,
     pub root: Arc<OwnedFd>,
+    /// The root opened for reading: `open_by_handle_at` takes no `O_PATH`
+    /// descriptor as its mount (see `anchor.rs`).
+    pub handle_root: Arc<OwnedFd>,
 }
 
 pub struct SpoolFs {
@@ -84,6 +92,7 @@ pub struct SpoolFs {
     /// Off once the kernel has refused a passthrough backing file.
     passthrough: AtomicBool,
     pub ttl: Duration,
+    health: health::HealthLog,
 }
 
 impl SpoolFs {
@@ -91,6 +100,7 @@ impl SpoolFs {
     /// returns a filesystem ready to be mounted.
     pub fn new(config: Config, ledger: Arc<Ledger>) -> Result<SpoolFs, String> {
         let partitions = open_partitions(&config)?;
+        let partition_count = partitions.len();
         let roots: Vec<(usize, OwnedFd)> = partitions
             .iter()
             .enumerate()
@@ -117,6 +127,7 @@ impl SpoolFs {
             inodes: InodeTable::new(root, &root_keys),
             files: DashMap::new(),
             handles: file::Handles::default(),
+            health: health::HealthLog::new(partition_count),
             epoch: AtomicU64::new(1),
             uuid_owners: DashMap::new(),
         })
@@ -185,14 +196,20 @@ fn open_partitions(config: &Config) -> Result<Vec<Partition>, String> {
         .partitions
         .iter()
         .map(|p| {
-            backing::open_root(&p.path)
-                .map(|fd| Partition {
-                    name: p.name.clone(),
-                    root: Arc::new(fd),
-                })
+            open_partition(&p.name, &p.path)
                 .map_err(|e| format!("partition {} ({}): {e}", p.name, p.path.display()))
         })
         .collect()
+}
+
+fn open_partition(name: &str, path: &std::path::Path) -> std::io::Result<Partition> {
+    let root = backing::open_root(path)?;
+    let handle_root = backing::reopen(root.as_fd_ref(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+    Ok(Partition {
+        name: name.to_string(),
+        root: Arc::new(root),
+        handle_root: Arc::new(handle_root),
+    })
 }
 
 fn time(sec: i64, nsec: i64) -> SystemTime {

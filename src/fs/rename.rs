@@ -66,7 +66,9 @@ impl SpoolFs {
             return Err(FsError::Errno(libc::EEXIST));
         }
         let pfd = self.target_dir_on(&dir, leaf.part)?;
-        let link = || backing::link_at(leaf.fd.as_fd(), pfd.as_fd_ref(), &c).map_err(FsError::from);
+        let leaf_fd = leaf.fd()?;
+        let link =
+            || backing::link_at(leaf_fd.as_fd_ref(), pfd.as_fd_ref(), &c).map_err(FsError::from);
         match node.file() {
             Some(f) => self.add_name(
                 &f.state,

@@ -43,7 +43,7 @@ impl SpoolFs {
             let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));
             for_each_fd(&node, |fd| backing::utimens_fd(fd, at, mt))?;
         }
-        self.getattr(ino)
+        self.getattr(ino, a.fh)
     }
 
     fn truncate(&self, node: &Node, size: u64, fh: Option<u64>) -> FsResult<()> {
@@ -55,7 +55,8 @@ impl SpoolFs {
         if let Some(h) = fh.and_then(|fh| self.handle_fd(fh)) {
             return self.truncate_handle(&h, size);
         }
-        let fd = file.leaf.fd.as_fd_ref();
+        let leaf_fd = file.leaf.fd()?;
+        let fd = leaf_fd.as_fd_ref();
         self.change_size(
             &file.state,
             "truncate",
@@ -75,8 +76,8 @@ fn for_each_fd(node: &Node, mut f: impl FnMut(BorrowedFd) -> std::io::Result<()>
                 f(fd.as_fd_ref())?;
             }
         }
-        Body::File(file) => f(file.leaf.fd.as_fd_ref())?,
-        Body::Other(leaf) => f(leaf.fd.as_fd_ref())?,
+        Body::File(file) => f(file.leaf.fd()?.as_fd_ref())?,
+        Body::Other(leaf) => f(leaf.fd()?.as_fd_ref())?,
     }
     Ok(())
 }

@@ -3,10 +3,10 @@
 //! is (see `control.rs`).
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::SpoolFs;
+use super::anchor::LeafFd;
 use super::inode::{Body, Node, ROOT_INO};
 use crate::backing;
 use crate::error::{FsError, FsResult};
@@ -19,21 +19,23 @@ impl SpoolFs {
             return Ok(self.control_socket_path().into_os_string().into_vec());
         }
         let node = self.node(ino)?;
-        let path = first_path(&node)?;
+        let reached = first_path(&node)?; // keeps the path valid
+        let path = &reached.path;
         let cname = xname(name)?;
         sized_call(|buf, len| unsafe { libc::getxattr(path.as_ptr(), cname.as_ptr(), buf, len) })
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let path = first_path(&node)?;
+        let reached = first_path(&node)?; // keeps the path valid
+        let path = &reached.path;
         sized_call(|buf, len| unsafe { libc::listxattr(path.as_ptr(), buf.cast(), len) })
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         let node = self.node(ino)?;
         let cname = xname(name)?;
-        for path in all_paths(&node) {
+        for Reached { path, .. } in all_paths(&node)? {
             let r = unsafe {
                 libc::setxattr(
                     path.as_ptr(),
@@ -53,7 +55,7 @@ impl SpoolFs {
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         let node = self.node(ino)?;
         let cname = xname(name)?;
-        for path in all_paths(&node) {
+        for Reached { path, .. } in all_paths(&node)? {
             if unsafe { libc::removexattr(path.as_ptr(), cname.as_ptr()) } < 0 {
                 return Err(FsError::last_os());
             }
@@ -71,20 +73,33 @@ fn xname(name: &OsStr) -> FsResult<CString> {
 /// descriptor holds — for a symlink the link itself, never its target — so
 /// symlinks and FIFOs get exactly what ext4 gives them (an empty list, no
 /// `user.*` attributes: the backing filesystem says `EPERM`).
-fn all_paths(node: &Node) -> Vec<CString> {
-    match &node.body {
+fn all_paths(node: &Node) -> FsResult<Vec<Reached<'_>>> {
+    let fds = match &node.body {
         Body::Dir(d) => d
             .copies()
-            .iter()
-            .map(|(_, fd)| backing::proc_path(fd.as_raw_fd()))
+            .into_iter()
+            .map(|(_, fd)| LeafFd::Shared(fd))
             .collect(),
-        Body::File(f) => vec![backing::proc_path(f.leaf.fd.as_raw_fd())],
-        Body::Other(l) => vec![backing::proc_path(l.fd.as_raw_fd())],
-    }
+        Body::File(f) => vec![f.leaf.fd()?],
+        Body::Other(l) => vec![l.fd()?],
+    };
+    Ok(fds
+        .into_iter()
+        .map(|fd| Reached {
+            path: backing::proc_path(fd.as_raw_fd()),
+            _fd: fd,
+        })
+        .collect())
 }
 
-fn first_path(node: &Node) -> FsResult<CString> {
-    all_paths(node)
+/// A `/proc/self/fd` path, and the descriptor that keeps it valid.
+struct Reached<'a> {
+    path: CString,
+    _fd: LeafFd<'a>,
+}
+
+fn first_path(node: &Node) -> FsResult<Reached<'_>> {
+    all_paths(node)?
         .into_iter()
         .next()
         .ok_or(FsError::Errno(libc::ENOENT))
