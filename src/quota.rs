@@ -207,14 +207,8 @@ impl Ledger {
         self.reserve_net(&charges, &[], kind)
     }
 
-    /// A reservation for an operation that also takes bytes away from
-    /// folders once it is done (a rename's source, a replaced file): each
-    /// account is checked on its *net* growth, charges minus `credits`, so
-    /// moving mail between two mailboxes of a full tenant is not refused.
-    /// The charges are applied in full now; the caller refunds the credits
-    /// when the operation has happened (or the charges if it failed), so
-    /// usage is never below what is on disk in between.
-    pub fn reserve_net(
+    /// Checks `charges` (net of `credits`) and applies the charges.
+    fn reserve_net(
         &self,
         charges: &[(FolderId, u64)],
         credits: &[(FolderId, u64)],
@@ -235,6 +229,56 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Starts a transfer (a rename moving names between folders): checked
+    /// on net growth (charges minus credits), then applied at once — `charges`
+    /// added, `credits` taken off usage — so every report shows the
+    /// outcome and no account shows more than the transfer leaves it. The
+    /// credited bytes stay held against the limits until `end_transfer`, so
+    /// nothing else can use that room before the names have really left.
+    pub fn begin_transfer(
+        &self,
+        charges: &[(FolderId, u64)],
+        credits: &[(FolderId, u64)],
+        kind: ChargeKind,
+    ) -> Result<Transfer, Refusal> {
+        let grace = match kind {
+            ChargeKind::Data => 0,
+            ChargeKind::Metadata => self.metadata_grace,
+        };
+        let mut state = self.lock();
+        if charges.iter().any(|&(_, bytes)| bytes > 0) {
+            state.check(charges, credits, grace)?;
+        }
+        for &(folder, bytes) in charges {
+            state.charge(&[folder], bytes, self.warn_percent);
+        }
+        let credits = credits
+            .iter()
+            .map(|&(folder, bytes)| (folder, state.credit_held(folder, bytes, self.warn_percent)))
+            .collect();
+        Ok(Transfer {
+            charges: charges.to_vec(),
+            credits,
+        })
+    }
+
+    /// Ends a transfer: releases the held bytes, and undoes the transfer if
+    /// the operation failed.
+    pub fn end_transfer(&self, t: Transfer, done: bool) {
+        let mut state = self.lock();
+        for &(folder, bytes) in &t.credits {
+            state.release_held(folder, bytes);
+            if !done {
+                state.charge(&[folder], bytes, self.warn_percent);
+            }
+        }
+        if !done {
+            for &(folder, bytes) in &t.charges {
+                state.refund(&[folder], bytes, self.warn_percent);
+            }
+        }
     }
 
     /// Gives bytes back; usage never goes below zero.
@@ -561,6 +605,13 @@ fn describe_override(limit: Option<Limit>) -> String {
     }
 }
 
+/// A transfer under way (see `Ledger::begin_transfer`); must be ended.
+#[must_use = "a transfer must be ended with Ledger::end_transfer"]
+pub struct Transfer {
+    charges: Vec<(FolderId, u64)>,
+    credits: Vec<(FolderId, u64)>,
+}
+
 // ---------------------------------------------------------------------------
 // Accounts
 // ---------------------------------------------------------------------------
@@ -569,6 +620,9 @@ struct Account {
     scope: Scope,
     tenant: Option<String>,
     used: u64,
+    /// Bytes already taken off `used` by a transfer still under way: not
+    /// reported, but counted against the limit until the transfer is done.
+    held: u64,
     /// Cached effective limit; refreshed whenever limits change.
     limit: Limit,
     /// Whether the warn_percent crossing has been logged (re-armed below it).
@@ -656,6 +710,8 @@ impl<K: Eq + Hash> Accounts<K> {
 struct Folder {
     name: FolderRef,
     usage: u64,
+    /// This folder's share of its accounts' `held`.
+    held: u64,
     /// Index into `State::mailboxes`: this folder's quota root.
     mailbox: usize,
     /// Index into `State::tenants`.
@@ -687,6 +743,7 @@ impl State {
         self.folders.push(Folder {
             name,
             usage: 0,
+            held: 0,
             mailbox,
             tenant,
             partition: None,
@@ -708,6 +765,7 @@ impl State {
             scope: Scope::Mailbox(root.display()),
             tenant: root.tenant.clone(),
             used: 0,
+            held: 0,
             limit: rules.mailbox_limit(&root),
             warned: false,
         })
@@ -719,6 +777,7 @@ impl State {
             scope: Scope::Tenant(tenant.clone()),
             tenant: Some(tenant.clone()),
             used: 0,
+            held: 0,
             limit: rules.tenant_limit(&tenant),
             warned: false,
         })
@@ -829,6 +888,30 @@ impl State {
         }
     }
 
+    /// Takes `bytes` off a folder's usage but keeps them held against its
+    /// accounts' limits (see `Ledger::begin_transfer`). Returns what was
+    /// taken (never more than the folder's usage).
+    fn credit_held(&mut self, id: FolderId, bytes: u64, warn_percent: u8) -> u64 {
+        let taken = bytes.min(self.folders[id.0 as usize].usage);
+        self.refund(&[id], taken, warn_percent);
+        self.adjust_held(id, |h| h + taken);
+        taken
+    }
+
+    fn release_held(&mut self, id: FolderId, bytes: u64) {
+        self.adjust_held(id, |h| h.saturating_sub(bytes));
+    }
+
+    fn adjust_held(&mut self, id: FolderId, adjust: impl Fn(u64) -> u64) {
+        let folder = &mut self.folders[id.0 as usize];
+        folder.held = adjust(folder.held);
+        let (mailbox, tenant) = (folder.mailbox, folder.tenant);
+        let tenant = tenant.map(|t| &mut self.tenants.list[t]);
+        for account in std::iter::once(&mut self.mailboxes.list[mailbox]).chain(tenant) {
+            account.held = adjust(account.held);
+        }
+    }
+
     fn adjust_accounts(
         &mut self,
         mailbox: usize,
@@ -870,10 +953,12 @@ impl State {
         let folder = &mut self.folders[index];
         folder.mailbox = mailbox;
         folder.tenant = tenant;
-        let usage = folder.usage;
+        let (usage, held) = (folder.usage, folder.held);
         self.mailboxes.list[mailbox].used += usage;
+        self.mailboxes.list[mailbox].held += held;
         if let Some(tenant) = tenant {
             self.tenants.list[tenant].used += usage;
+            self.tenants.list[tenant].held += held;
         }
     }
 
@@ -957,7 +1042,8 @@ fn check_account(account: &Account, asked: u64, grace: u64) -> Result<(), Refusa
     };
     let fits = account
         .used
-        .checked_add(asked)
+        .checked_add(account.held)
+        .and_then(|n| n.checked_add(asked))
         .is_some_and(|total| total <= limit.saturating_add(grace));
     if fits {
         return Ok(());
@@ -1188,40 +1274,82 @@ mod tests {
         assert_eq!(ledger.usage(&mailbox(JANE)), 0);
     }
 
-    #[test]
-    fn moves_are_checked_on_net_growth() {
+    /// Tenant limit 1500 reached: john 600 (limit 1000), jane 900.
+    fn full_tenant() -> (tempfile::TempDir, Ledger, FolderId, FolderId) {
         let dir = tempfile::tempdir().unwrap();
         let ledger = new_ledger(dir.path(), Some(1000), Some(1500));
         let (john, jane) = (id(&ledger, JOHN), id(&ledger, JANE));
         ledger.reserve(&[john], 600, ChargeKind::Data).unwrap();
         ledger.reserve(&[jane], 900, ChargeKind::Data).unwrap();
+        (dir, ledger, john, jane)
+    }
+
+    #[test]
+    fn transfers_are_checked_on_net_growth() {
+        let (_dir, ledger, john, jane) = full_tenant();
         // The tenant is full, but moving 300 from jane to john does not grow it.
-        ledger
-            .reserve_net(&[(john, 300)], &[(jane, 300)], ChargeKind::Data)
+        let t = ledger
+            .begin_transfer(&[(john, 300)], &[(jane, 300)], ChargeKind::Data)
             .unwrap();
-        ledger.refund(&[jane], 300);
+        ledger.end_transfer(t, true);
         assert_eq!(ledger.usage(&mailbox(JOHN)), 900);
+        assert_eq!(ledger.usage(&mailbox(JANE)), 600);
         assert_eq!(ledger.usage(&tenant(TENANT)), 1500);
         // john's own limit still holds: 200 more would take him to 1100.
         let r = ledger
-            .reserve_net(&[(john, 200)], &[(jane, 200)], ChargeKind::Data)
-            .unwrap_err();
+            .begin_transfer(&[(john, 200)], &[(jane, 200)], ChargeKind::Data)
+            .err()
+            .unwrap();
         assert_eq!((r.scope, r.asked), (mailbox(JOHN), 200));
+        assert_eq!(
+            ledger.usage(&mailbox(JANE)),
+            600,
+            "a refusal changes nothing"
+        );
         // A replaced file in the target is a credit too: john takes 200,
         // loses 150 → net 50 fits (900 + 50 ≤ 1000).
-        ledger
-            .reserve_net(
+        let t = ledger
+            .begin_transfer(
                 &[(john, 200)],
                 &[(jane, 200), (john, 150)],
                 ChargeKind::Data,
             )
             .unwrap();
+        ledger.end_transfer(t, true);
+        assert_eq!(ledger.usage(&mailbox(JOHN)), 950);
         // Credits only offset accounts the charges touch.
         let other = id(&ledger, "user/x@other.org");
-        ledger
-            .reserve_net(&[(other, 10)], &[(jane, 10)], ChargeKind::Data)
+        let t = ledger
+            .begin_transfer(&[(other, 10)], &[(jane, 10)], ChargeKind::Data)
             .unwrap();
+        ledger.end_transfer(t, true);
         assert_eq!(ledger.usage(&tenant("other.org")), 10);
+    }
+
+    #[test]
+    fn a_transfer_under_way_shows_its_outcome_but_holds_the_room() {
+        let (_dir, ledger, john, jane) = full_tenant();
+        let t = ledger
+            .begin_transfer(&[(john, 300)], &[(jane, 300)], ChargeKind::Data)
+            .unwrap();
+        // Reports show the outcome: the tenant never looks over its limit.
+        assert_eq!(ledger.usage(&mailbox(JOHN)), 900);
+        assert_eq!(ledger.usage(&mailbox(JANE)), 600);
+        assert_eq!(ledger.usage(&tenant(TENANT)), 1500);
+        // But jane's 300 are not free until the rename is done.
+        let r = ledger.reserve(&[jane], 1, ChargeKind::Data).unwrap_err();
+        assert_eq!(r.scope, tenant(TENANT));
+        // The rename failed: everything is as before.
+        ledger.end_transfer(t, false);
+        assert_eq!(ledger.usage(&mailbox(JOHN)), 600);
+        assert_eq!(ledger.usage(&mailbox(JANE)), 900);
+        assert!(
+            ledger.reserve(&[jane], 1, ChargeKind::Data).is_err(),
+            "tenant full"
+        );
+        ledger.refund(&[john], 100);
+        ledger.reserve(&[jane], 100, ChargeKind::Data).unwrap();
+        assert_eq!(ledger.usage(&mailbox(JANE)), 1000);
     }
 
     #[test]
@@ -1672,6 +1800,7 @@ mod tests {
             scope: mailbox(JOHN),
             tenant: None,
             used: 89,
+            held: 0,
             limit: Some(100),
             warned: false,
         };

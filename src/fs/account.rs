@@ -1,7 +1,7 @@
 //! The accounting path. Every operation that changes a regular file's size
 //! goes through [`SpoolFs::change_size`]; every operation that adds or
 //! removes a name of one goes through [`SpoolFs::add_name`] /
-//! [`SpoolFs::remove_name`] / [`SpoolFs::move_name`]. Nothing else touches
+//! [`SpoolFs::remove_name`] / [`SpoolFs::rename_names`]. Nothing else touches
 //! the ledger, so usage(m) = Σ st_size of the names under m holds by
 //! construction.
 //!
@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{info, warn};
 
@@ -268,8 +268,7 @@ impl SpoolFs {
         Ok(())
     }
 
-    /// A name of a file in `folder` goes (unlink, replaced by rename):
-    /// `op` removes it, then its charge is refunded.
+    /// A name of a regular file is removed (unlink) by `op`.
     pub(super) fn remove_name(
         &self,
         key: Key,
@@ -277,12 +276,27 @@ impl SpoolFs {
         folder: Option<FolderId>,
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
-        let mut s = state.lock().unwrap();
+        let s = state.lock().unwrap();
         op()?;
+        if let Some(f) = folder {
+            self.ledger.refund(&[f], s.size);
+        }
+        self.name_gone(key, state, s, folder);
+        Ok(())
+    }
+
+    /// Bookkeeping after one of a file's names is gone: its charge there,
+    /// and the file's state and node once it has no name left.
+    fn name_gone(
+        &self,
+        key: Key,
+        state: &Arc<Mutex<FileState>>,
+        mut s: MutexGuard<FileState>,
+        folder: Option<FolderId>,
+    ) {
         s.nlink = s.nlink.saturating_sub(1);
         if let Some(f) = folder {
             remove_one(&mut s.charges, f);
-            self.ledger.refund(&[f], s.size);
         }
         let (gone, single) = (s.nlink == 0, s.nlink <= 1);
         drop(s);
@@ -296,54 +310,80 @@ impl SpoolFs {
             self.files
                 .remove_if(&key, |_, st| Arc::strong_count(st) == 1);
         }
+    }
+
+    /// A rename of regular-file names, done by `op`: the source's name
+    /// moves from its folder to the target's; the target's name, if a
+    /// regular file, is replaced (leaves its folder) or, in an exchange,
+    /// moves the other way. One ledger transfer covers it all, checked on
+    /// net growth, so moving mail within a full mailbox or tenant is not
+    /// refused and no report ever shows more than the rename leaves.
+    pub(super) fn rename_names(
+        &self,
+        plan: RenamePlan,
+        op: impl FnOnce() -> FsResult<()>,
+    ) -> FsResult<()> {
+        let (from, to) = (self.folder_of(plan.src_at.0), self.folder_of(plan.dst_at.0));
+        let (mut src, dst) = lock_pair(plan.src, plan.dst.map(|(_, d)| d));
+        let (mut charges, mut credits) = (Vec::new(), Vec::new());
+        let mut arriving = Vec::new();
+        if let (Some(s), true) = (&src, from != to) {
+            charges.extend(to.map(|t| (t, s.size)));
+            credits.extend(from.map(|f| (f, s.size)));
+            arriving.push(plan.dst_at.1);
+        }
+        if let Some(d) = &dst {
+            if !plan.exchange {
+                credits.extend(to.map(|t| (t, d.size)));
+            } else if from != to {
+                charges.extend(from.map(|f| (f, d.size)));
+                credits.extend(to.map(|t| (t, d.size)));
+                arriving.push(plan.src_at.1);
+            }
+        }
+        // Metadata grace only when every name that arrives is metadata.
+        let kind =
+            if !arriving.is_empty() && arriving.iter().all(|n| self.layout.is_metadata_name(n)) {
+                ChargeKind::Metadata
+            } else {
+                ChargeKind::Data
+            };
+        let transfer = match self.ledger.begin_transfer(&charges, &credits, kind) {
+            Ok(t) => t,
+            Err(r) => {
+                let who = src.as_deref().or(dst.as_deref()).expect("a regular file");
+                // The target path is only worked out for the log line.
+                let target = self.child_path(plan.dst_at.0, plan.dst_at.1);
+                return Err(self.refused("rename", who, r, Some(&target)));
+            }
+        };
+        let result = op();
+        self.ledger.end_transfer(transfer, result.is_ok());
+        result?;
+        if let Some(s) = src.as_deref_mut() {
+            move_charge(s, from, to);
+            self.renamed(s, plan.dst_at);
+        }
+        match (dst, plan.exchange) {
+            (Some(mut d), true) => {
+                move_charge(&mut d, to, from);
+                self.renamed(&mut d, plan.src_at);
+            }
+            (Some(d), false) => {
+                let (key, state) = plan.dst.expect("locked with it");
+                drop(src); // name_gone may drop the state map entry
+                self.name_gone(key, state, d, to);
+            }
+            (None, _) => {}
+        }
         Ok(())
     }
 
-    /// A name moves from folder `from` to `to` (rename). Reserves in `to`
-    /// first, checked on net growth: the name leaves `from`, and `credits`
-    /// are what the same rename takes away elsewhere (a replaced file);
-    /// `op` does the rename.
-    pub(super) fn move_name(
-        &self,
-        state: &Mutex<FileState>,
-        from: Option<FolderId>,
-        to: Option<FolderId>,
-        (new_parent, new_name): (&Node, &OsStr),
-        credits: &[(FolderId, u64)],
-        op: impl FnOnce() -> FsResult<()>,
-    ) -> FsResult<()> {
-        let mut s = state.lock().unwrap();
-        let moves = from != to;
-        if let (true, Some(t)) = (moves, to) {
-            let mut all_credits: Vec<(FolderId, u64)> =
-                from.map(|f| (f, s.size)).into_iter().collect();
-            all_credits.extend_from_slice(credits);
-            if let Err(r) =
-                self.ledger
-                    .reserve_net(&[(t, s.size)], &all_credits, self.charge_kind(new_name))
-            {
-                // The target path is only worked out for the log line.
-                let target = self.child_path(new_parent, new_name);
-                return Err(self.refused("rename", &s, r, Some(&target)));
-            }
-        }
-        if let Err(e) = op() {
-            if let (true, Some(t)) = (moves, to) {
-                self.ledger.refund(&[t], s.size);
-            }
-            return Err(e);
-        }
-        if moves {
-            if let Some(f) = from {
-                remove_one(&mut s.charges, f);
-                self.ledger.refund(&[f], s.size);
-            }
-            s.charges.extend(to);
-        }
-        s.metadata = self.layout.is_metadata_name(new_name);
-        s.parent = new_parent.ino;
-        s.name = new_name.to_owned();
-        Ok(())
+    /// A file's name is now `name` in `dir`.
+    fn renamed(&self, s: &mut FileState, (dir, name): (&Node, &OsStr)) {
+        s.metadata = self.layout.is_metadata_name(name);
+        s.parent = dir.ino;
+        s.name = name.to_owned();
     }
 
     /// A `cyrus.header` landed (renamed into place, or written and synced or
@@ -423,6 +463,47 @@ impl SpoolFs {
         if let Some(n) = new {
             self.ledger.charge_unchecked(&[n], size);
         }
+    }
+}
+
+/// What `rename_names` needs to know of a rename: the regular files on
+/// each side (the target with its backing key), and where each name is.
+pub(super) struct RenamePlan<'a> {
+    pub src: Option<&'a Arc<Mutex<FileState>>>,
+    pub dst: Option<(Key, &'a Arc<Mutex<FileState>>)>,
+    pub exchange: bool,
+    pub src_at: (&'a Node, &'a OsStr),
+    pub dst_at: (&'a Node, &'a OsStr),
+}
+
+/// Locks two file states in address order, so two renames crossing the
+/// same pair of files cannot deadlock.
+fn lock_pair<'a>(
+    a: Option<&'a Arc<Mutex<FileState>>>,
+    b: Option<&'a Arc<Mutex<FileState>>>,
+) -> (
+    Option<MutexGuard<'a, FileState>>,
+    Option<MutexGuard<'a, FileState>>,
+) {
+    match (a, b) {
+        (Some(a), Some(b)) if Arc::as_ptr(b) < Arc::as_ptr(a) => {
+            let gb = b.lock().unwrap();
+            (Some(a.lock().unwrap()), Some(gb))
+        }
+        (a, b) => {
+            let ga = a.map(|a| a.lock().unwrap());
+            (ga, b.map(|b| b.lock().unwrap()))
+        }
+    }
+}
+
+/// A name's charge moves from folder `from` to `to`.
+fn move_charge(s: &mut FileState, from: Option<FolderId>, to: Option<FolderId>) {
+    if from != to {
+        if let Some(f) = from {
+            remove_one(&mut s.charges, f);
+        }
+        s.charges.extend(to);
     }
 }
 

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 
 use fuser::FileAttr;
 
+use super::account::RenamePlan;
 use super::inode::{FileState, Key, Node};
 use super::lookup::Found;
 use super::{SpoolFs, is_dir, is_reg};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 use crate::layout::CYRUS_HEADER;
-use crate::quota::{ChargeKind, FolderId};
+use crate::quota::{ChargeKind, FolderId, Transfer};
 
 const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
@@ -158,42 +159,18 @@ impl SpoolFs {
         if same_object || !is_reg(&st) && dst.is_none_or(|d| !is_reg(&d[0].1)) {
             return native();
         }
-        let (from, to) = (self.folder_of(n.src_dir), self.folder_of(n.dst_dir));
         let src_state = is_reg(&st).then(|| self.known_state(Key::of(&st), &st, n.src_dir));
         let replaced = dst.map(|d| d[0].1).filter(is_reg);
         let dst_state =
             replaced.map(|d| (Key::of(&d), self.known_state(Key::of(&d), &d, n.dst_dir)));
-        let exchange = flags & RENAME_EXCHANGE != 0;
-        // What the rename takes away besides the moving name, so limits are
-        // checked on net growth: the target's name leaves `to`; in an
-        // exchange the source's name leaves `from` before the target's
-        // arrives there.
-        let size_of = |st: &Mutex<FileState>| st.lock().unwrap().size;
-        let dst_credit: Vec<(FolderId, u64)> = match (&dst_state, to) {
-            (Some((_, ds)), Some(t)) => vec![(t, size_of(ds))],
-            _ => Vec::new(),
+        let plan = RenamePlan {
+            src: src_state.as_ref(),
+            dst: dst_state.as_ref().map(|(key, state)| (*key, state)),
+            exchange: flags & RENAME_EXCHANGE != 0,
+            src_at: (n.src_dir, n.name_of_src()),
+            dst_at: (n.dst_dir, n.newname),
         };
-        let src_credit: Vec<(FolderId, u64)> = match (&src_state, from) {
-            (Some(s), Some(f)) => vec![(f, size_of(s))],
-            _ => Vec::new(),
-        };
-        // Moves the source's charge (if a regular file), then either swaps
-        // the target's charge (exchange) or drops the replaced name.
-        let move_dst = |op: &dyn Fn() -> FsResult<()>| match (&dst_state, exchange) {
-            (Some((_, ds)), true) => {
-                let target = (n.src_dir, n.name_of_src());
-                self.move_name(ds, to, from, target, &src_credit, || op())
-            }
-            (Some((key, ds)), false) => self.remove_name(*key, ds, to, || op()),
-            (None, _) => op(),
-        };
-        match &src_state {
-            Some(s) => {
-                let target = (n.dst_dir, n.newname);
-                self.move_name(s, from, to, target, &dst_credit, || move_dst(&native))?
-            }
-            None => move_dst(&native)?,
-        }
+        self.rename_names(plan, native)?;
         if n.newname == CYRUS_HEADER {
             self.learn_uuid_owner(n.dst_dir);
         }
@@ -211,11 +188,12 @@ impl SpoolFs {
         }
         let copies = self.dir_copies(n.src_dir, n.c_src, src)?;
         let moves = self.subtree_moves(&copies, &old_path, &new_path);
-        self.reserve_moves(&moves, &old_path, &new_path)?;
+        let transfer = self.reserve_moves(&moves, &old_path, &new_path)?;
         if let Err(e) = self.rename_copies(n, src) {
-            self.unreserve_moves(&moves);
+            self.ledger.end_transfer(transfer, false);
             return Err(e);
         }
+        self.ledger.end_transfer(transfer, true);
         self.finish_moves(&moves);
         // The replaced directory is gone; its inode numbers may be reused.
         for (_, st) in dst.unwrap_or_default() {
@@ -239,7 +217,7 @@ impl SpoolFs {
         }
         let mut moves = self.side_moves(n.src_dir, n.dst_dir, n.c_src, src, &a, &b)?;
         moves.extend(self.side_moves(n.dst_dir, n.src_dir, n.c_dst, dst, &b, &a)?);
-        self.reserve_moves(&moves, &a, &b)?;
+        let transfer = self.reserve_moves(&moves, &a, &b)?;
         for (part, _) in src {
             let d = |dir: &Node| {
                 dir.dir()
@@ -255,10 +233,11 @@ impl SpoolFs {
                 n.c_dst,
                 RENAME_EXCHANGE,
             ) {
-                self.unreserve_moves(&moves);
+                self.ledger.end_transfer(transfer, false);
                 return Err(e.into());
             }
         }
+        self.ledger.end_transfer(transfer, true);
         self.finish_moves(&moves);
         self.set_dir_loc(&src[0].1, n.dst_dir.ino, n.newname);
         self.set_dir_loc(&dst[0].1, n.src_dir.ino, n.name_of_src());
@@ -435,9 +414,10 @@ impl SpoolFs {
         }
     }
 
-    /// Reserves every destination's share, all or nothing, checked on net
-    /// growth (the files leave their old folders).
-    fn reserve_moves(&self, moves: &[ChargeMove], old: &Path, new: &Path) -> FsResult<()> {
+    /// Moves every file's share to its new folder, all or nothing, checked
+    /// on net growth (the files leave their old folders); the transfer is
+    /// ended once the backing rename is done or failed.
+    fn reserve_moves(&self, moves: &[ChargeMove], old: &Path, new: &Path) -> FsResult<Transfer> {
         let charges: Vec<(FolderId, u64)> = moves
             .iter()
             .filter_map(|m| m.to.map(|t| (t, m.size)))
@@ -446,31 +426,17 @@ impl SpoolFs {
             .iter()
             .filter_map(|m| m.from.map(|f| (f, m.size)))
             .collect();
-        if let Err(r) = self
-            .ledger
-            .reserve_net(&charges, &credits, ChargeKind::Data)
-        {
-            log::warn!("EDQUOT: rename {} -> {}: {r}", old.display(), new.display());
-            return Err(FsError::Quota(r));
-        }
-        Ok(())
+        self.ledger
+            .begin_transfer(&charges, &credits, ChargeKind::Data)
+            .map_err(|r| {
+                log::warn!("EDQUOT: rename {} -> {}: {r}", old.display(), new.display());
+                FsError::Quota(r)
+            })
     }
 
-    fn unreserve_moves(&self, moves: &[ChargeMove]) {
-        for m in moves {
-            if let Some(to) = m.to {
-                self.ledger.refund(&[to], m.size);
-            }
-        }
-    }
-
-    /// After the rename: the old folders give their share back and live
-    /// file states learn their new folder.
+    /// After the rename: live file states learn their new folder.
     fn finish_moves(&self, moves: &[ChargeMove]) {
         for m in moves {
-            if let Some(from) = m.from {
-                self.ledger.refund(&[from], m.size);
-            }
             if let Some(state) = self.files.get(&m.key).map(|s| s.clone()) {
                 let mut s = state.lock().unwrap();
                 if let Some(i) = m.from.and_then(|f| s.charges.iter().position(|c| *c == f)) {
