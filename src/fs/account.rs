@@ -250,12 +250,12 @@ impl SpoolFs {
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
         let mut s = state.lock().unwrap();
-        if let Some(f) = folder {
-            if let Err(r) = self.ledger.reserve(&[f], s.size, self.charge_kind(name)) {
-                // The target path is only worked out for the log line.
-                let target = self.child_path(dir, name);
-                return Err(self.refused(what, &s, r, Some(&target)));
-            }
+        if let Some(f) = folder
+            && let Err(r) = self.ledger.reserve(&[f], s.size, self.charge_kind(name))
+        {
+            // The target path is only worked out for the log line.
+            let target = self.child_path(dir, name);
+            return Err(self.refused(what, &s, r, Some(&target)));
         }
         if let Err(e) = op() {
             if let Some(f) = folder {

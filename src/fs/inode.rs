@@ -261,6 +261,9 @@ impl InodeTable {
 
     /// Counts one kernel lookup of the node for `key` if it is known.
     pub fn remember_known(&self, key: &Key) -> Option<Arc<Node>> {
+        // The write lock serialises the count with `forget`, which may be
+        // dropping the node at this moment.
+        #[allow(clippy::readonly_write_lock)]
         let t = self.inner.write().unwrap();
         let node = t.by_key.get(key).and_then(|ino| t.nodes.get(ino))?;
         node.lookups.fetch_add(1, Ordering::Relaxed);

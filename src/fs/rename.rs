@@ -115,10 +115,10 @@ impl SpoolFs {
             newname,
         };
         let exchange = flags & RENAME_EXCHANGE != 0;
-        if let (true, Some(d)) = (exchange, dst.as_deref()) {
-            if is_dir(&src[0].1) || is_dir(&d[0].1) {
-                return self.exchange_with_dirs(&names, &src, d);
-            }
+        if let (true, Some(d)) = (exchange, dst.as_deref())
+            && (is_dir(&src[0].1) || is_dir(&d[0].1))
+        {
+            return self.exchange_with_dirs(&names, &src, d);
         }
         if is_dir(&src[0].1) {
             self.rename_dir(&names, &src, dst.as_deref())
@@ -276,12 +276,12 @@ impl SpoolFs {
 
     /// A directory node now answers to a new parent and name.
     fn set_dir_loc(&self, st: &libc::stat, parent: u64, name: &OsStr) {
-        if let Some(node) = self.inodes.by_key(&Key::of(st)) {
-            if let Some(d) = node.dir() {
-                let mut loc = d.loc.write().unwrap();
-                loc.parent = parent;
-                loc.name = name.to_owned();
-            }
+        if let Some(node) = self.inodes.by_key(&Key::of(st))
+            && let Some(d) = node.dir()
+        {
+            let mut loc = d.loc.write().unwrap();
+            loc.parent = parent;
+            loc.name = name.to_owned();
         }
     }
 
