@@ -80,18 +80,65 @@ pub struct FolderRef {
     pub folder: String,
 }
 
+/// Escapes what would make a displayed name ambiguous: `%`, `@`, and
+/// whitespace at the ends (`parse_display` trims).
+fn escape_part(part: &str) -> String {
+    let (start, end) = (part.len() - part.trim_start().len(), part.trim_end().len());
+    let mut out = String::with_capacity(part.len());
+    for (i, c) in part.char_indices() {
+        let edge_space = c.is_whitespace() && (i < start || i >= end);
+        if c == '%' || c == '@' || edge_space {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept.
+fn unescape_part(part: &str, whole: &str) -> Result<String, String> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) if hex.is_some_and(|h| h.bytes().all(|c| c.is_ascii_hexdigit())) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{whole:?}: an escape decodes to invalid UTF-8"))
+}
+
 impl FolderRef {
-    /// `"user/john/Archive@example.org"`, or `"user/john/Archive"` without tenant.
+    /// `"user/john/Archive@example.org"`, or `"user/john/Archive"` without
+    /// tenant. What would make the name ambiguous — `%` and `@` inside
+    /// either part, whitespace at either part's ends — is percent-escaped
+    /// (`"user/a%40b@example.org"`), so [`parse_display`](Self::parse_display)
+    /// always gives the same mailbox back (run-time limits are persisted
+    /// this way). Ordinary names are unchanged.
     pub fn display(&self) -> String {
+        let folder = escape_part(&self.folder);
         match &self.tenant {
-            Some(tenant) => format!("{}@{}", self.folder, tenant),
-            None => self.folder.clone(),
+            Some(tenant) => format!("{folder}@{}", escape_part(tenant)),
+            None => folder,
         }
     }
 
     /// Inverse of [`display`](Self::display), for names typed by operators
     /// (`"user/john@example.org"`). The tenant follows the last `@`, unless
-    /// that part contains a `/` (then the `@` belongs to the folder name).
+    /// that part contains a `/` (then the `@` belongs to the folder name);
+    /// `%XX` escapes are decoded in both parts.
     pub fn parse_display(s: &str) -> Result<FolderRef, String> {
         let s = s.trim();
         if s.is_empty() {
@@ -104,7 +151,12 @@ impl FolderRef {
         if tenant == Some("") {
             return Err(format!("{s:?}: empty tenant after '@'"));
         }
-        let folder = folder.trim_matches('/');
+        let tenant = tenant.map(|t| unescape_part(t, s)).transpose()?;
+        if tenant.as_deref() == Some("") {
+            return Err(format!("{s:?}: empty tenant after '@'"));
+        }
+        let folder = unescape_part(folder.trim_matches('/'), s)?;
+        let folder = folder.as_str();
         if folder.is_empty() {
             return Err(format!("{s:?}: empty folder name"));
         }
@@ -115,7 +167,7 @@ impl FolderRef {
             return Err(format!("{s:?}: invalid folder segment {bad:?}"));
         }
         Ok(FolderRef {
-            tenant: tenant.map(str::to_string),
+            tenant,
             folder: folder.to_string(),
         })
     }
@@ -1356,7 +1408,11 @@ mod tests {
                 "shared/sales@example.org",
             ),
             (folder(Some("example.org"), "john"), "john@example.org"),
-            (folder(None, "shared/a@b/c"), "shared/a@b/c"),
+            (folder(None, "shared/a@b/c"), "shared/a%40b/c"),
+            (folder(Some("a@b"), "user/x"), "user/x@a%40b"),
+            (folder(None, "a@b"), "a%40b"),
+            (folder(None, "user/john/Sent "), "user/john/Sent%20"),
+            (folder(Some("example.org"), "100%"), "100%25@example.org"),
         ] {
             assert_eq!(value.display(), text);
             assert_eq!(value.to_string(), text);
@@ -1370,6 +1426,16 @@ mod tests {
             FolderRef::parse_display(" /user/john/@example.org "),
             Ok(folder(Some("example.org"), "user/john"))
         );
+        // Typed by an operator: an unescaped `@` inside a path stays in it,
+        // and a `%` that is no escape is kept.
+        assert_eq!(
+            FolderRef::parse_display("shared/a@b/c"),
+            Ok(folder(None, "shared/a@b/c"))
+        );
+        assert_eq!(
+            FolderRef::parse_display("user/50%off@example.org"),
+            Ok(folder(Some("example.org"), "user/50%off"))
+        );
         for bad in [
             "",
             "   ",
@@ -1378,6 +1444,8 @@ mod tests {
             "user//john",
             "user/../john",
             "/",
+            "user/%2E%2E@example.org",
+            "user/%FF@example.org",
         ] {
             assert!(FolderRef::parse_display(bad).is_err(), "{bad:?}");
         }

@@ -307,11 +307,6 @@ fn check_folder(f: &FolderRef, origin: &str) -> Result<(), String> {
             return Err(format!("{origin}: bad tenant in {f:?}"));
         }
     }
-    if display_is_ambiguous(f) {
-        // Known bug, pinned by the `bug_*` tests below: such names do not
-        // round-trip. Everything else must.
-        return Ok(());
-    }
     match FolderRef::parse_display(&f.display()) {
         Ok(back) if back == *f => Ok(()),
         other => Err(format!(
@@ -319,19 +314,6 @@ fn check_folder(f: &FolderRef, origin: &str) -> Result<(), String> {
             f.display()
         )),
     }
-}
-
-/// Names `display` cannot represent unambiguously today: an `@` in the
-/// folder or tenant (the `@` separator is not escaped), or leading/trailing
-/// whitespace (`parse_display` trims). See `bug_display_*`.
-fn display_is_ambiguous(f: &FolderRef) -> bool {
-    let ws = |s: &str| s.trim() != s || s.split('/').any(|seg| seg.trim() != seg && seg.is_empty());
-    f.folder.contains('@')
-        || f.tenant
-            .as_deref()
-            .is_some_and(|t| t.contains('@') || t.trim() != t)
-        || ws(&f.folder)
-        || f.folder.trim_matches('/') != f.folder
 }
 
 fn check_role(role: &DirRole, origin: &str) -> Result<(), String> {
@@ -1178,25 +1160,22 @@ fn fuzz_parse_size() {
 
 // --- known bugs, minimal reproductions -------------------------------------------------
 
-/// BUG (src/layout.rs, `FolderRef::display` / `parse_display`): the `@`
-/// between folder and tenant is not escaped, so a tenant containing `@`
-/// (accepted from a cyrus.header `N a@b!user.x`, or `default_tenant`) or a
-/// tenant-less folder containing `@` displays ambiguously and parses back
-/// as a different mailbox. Limits set at run time are persisted by
-/// `display()` and re-read with `parse_display()` (src/quota.rs
-/// `Overrides::to_file`/`from_file`), so such a limit silently moves to
-/// another mailbox after a restart.
+/// Was a bug (fixed in src/layout.rs: `display` escapes `%`, `@` and edge
+/// whitespace): a tenant containing `@` (from a cyrus.header
+/// `N a@b!user.x`, or `default_tenant`) or a tenant-less folder containing
+/// `@` displayed ambiguously and parsed back as a different mailbox, so a
+/// run-time limit persisted by `display()` (src/quota.rs
+/// `Overrides::to_file`) moved to another mailbox after a restart.
 #[test]
-#[ignore = "known bug: FolderRef display/parse_display not a round trip for '@' (see report)"]
-fn bug_display_round_trip_with_at_sign() {
+fn display_round_trips_with_at_signs() {
     let from_header = parse_cyrus_header(&header("%(N a@b!user.x)"), None).unwrap();
     assert_eq!(from_header.tenant.as_deref(), Some("a@b"));
     assert_eq!(
         FolderRef::parse_display(&from_header.display()),
         Ok(from_header)
     );
-    // quota set --mailbox 'a@b/' names {None, "a@b"}; persisted as "a@b",
-    // re-read after a restart as {Some("b"), "a"}.
+    // quota set --mailbox 'a@b/' names {None, "a@b"}; persisted as "a%40b",
+    // and read back as the same mailbox after a restart.
     let typed = FolderRef::parse_display("a@b/").unwrap();
     assert_eq!(
         typed,
@@ -1208,14 +1187,12 @@ fn bug_display_round_trip_with_at_sign() {
     assert_eq!(FolderRef::parse_display(&typed.display()), Ok(typed));
 }
 
-/// BUG (src/layout.rs, `FolderRef::parse_display` trims, the path and
-/// header parsers do not): a Cyrus mailbox `user.john.Sent ` (trailing
-/// space; legal in IMAP) or a pattern tenant directory with whitespace is
-/// charged, but cannot be addressed by `quota set --mailbox` and does not
-/// survive the limits file round trip.
+/// Was a bug (`parse_display` trims, the path and header parsers do not):
+/// a Cyrus mailbox `user.john.Sent ` (trailing space; legal in IMAP) did
+/// not survive the limits file round trip. `display` now escapes edge
+/// whitespace (`user/john/Sent%20`), which `quota set --mailbox` accepts.
 #[test]
-#[ignore = "known bug: parse_display trims whitespace the parsers keep (see report)"]
-fn bug_display_round_trip_with_edge_whitespace() {
+fn display_round_trips_with_edge_whitespace() {
     // Without virtdomains and default_tenant (the display has no `@tenant`).
     let f = parse_cyrus_header(&header("%(N \"user.john.Sent \")"), None).unwrap();
     assert_eq!(f.folder, "user/john/Sent ");
