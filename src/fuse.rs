@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
 use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, SpoolFs, is_dot, offset_after};
+use crate::fs::{Caller, SetAttr, SpoolFs, offset_after};
 use crate::invalidate::DirInvalidator;
 
 pub struct FuseAdapter {
@@ -65,13 +65,11 @@ const GEN: Generation = Generation(0);
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Always READDIRPLUS, never AUTO: a plain READDIR can only give an
-        // entry the kernel has not looked up a placeholder number (inode
-        // numbers are handed out at lookup), and `d_ino` would then differ
-        // from `st_ino`. READDIRPLUS looks every entry up.
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+        // Plain READDIR, no READDIRPLUS: inode numbers are derived from the
+        // backing objects (see `fs/inode.rs`), so a listing gives the right
+        // `d_ino` without looking up (and, cold, reading from disk) every
+        // entry's inode.
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
         for flag in wanted.iter() {
             let _ = config.add_capabilities(flag);
         }
@@ -372,36 +370,6 @@ impl Filesystem for FuseAdapter {
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let next = offset_after(page.generation, i);
             if reply.add(INodeNo(e.ino), next, e.kind, &e.name) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let page = match self.fs.readdir(ino.0, offset) {
-            Ok(p) => p,
-            Err(e) => return reply.error(self.errno("readdirplus", e)),
-        };
-        for (i, e) in page.entries.iter().enumerate().skip(page.start) {
-            // Each entry returned counts as a lookup; one that vanished
-            // since the snapshot is skipped, as a later readdir would not
-            // show it.
-            let Ok(attr) = self.fs.lookup_for_listing(ino.0, &e.name) else {
-                continue;
-            };
-            let next = offset_after(page.generation, i);
-            if reply.add(attr.ino, next, &e.name, &self.ttl(), &attr, GEN) {
-                if !is_dot(&e.name) {
-                    self.fs.forget(attr.ino.0, 1); // did not fit: not handed out
-                }
                 break;
             }
         }

@@ -2613,3 +2613,27 @@ fn unlinked_and_recreated_names_get_fresh_objects() {
         fs::remove_dir(&p).unwrap();
     }
 }
+
+#[test]
+fn inode_numbers_survive_a_remount_and_match_listings() {
+    let mut m = routed();
+    fs::create_dir_all(m.path("a/b")).unwrap();
+    fs::write(m.path("a/b/f"), b"x").unwrap();
+    fs::hard_link(m.path("a/b/f"), m.path("a/g")).unwrap();
+    let before: Vec<u64> = ["a", "a/b", "a/b/f", "a/g"]
+        .iter()
+        .map(|p| stat_ino(&m.path(p)))
+        .collect();
+    assert_eq!(before[2], before[3], "hard links share a number");
+    m.restart();
+    // Listed before any lookup after the restart: d_ino is already right.
+    for e in fs::read_dir(m.path("a")).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.ino(), stat_ino(&e.path()), "{:?}", e.file_name());
+    }
+    let after: Vec<u64> = ["a", "a/b", "a/b/f", "a/g"]
+        .iter()
+        .map(|p| stat_ino(&m.path(p)))
+        .collect();
+    assert_eq!(before, after);
+}

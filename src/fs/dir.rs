@@ -19,11 +19,6 @@ use super::{Caller, SpoolFs, file_type, is_dir};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
-/// `.` and `..`: listed, but never counted as kernel references.
-pub fn is_dot(name: &OsStr) -> bool {
-    matches!(name.as_encoded_bytes(), b"." | b"..")
-}
-
 /// One entry of a directory listing.
 #[derive(Clone, Debug)]
 pub struct DirEntryOut {
@@ -100,17 +95,6 @@ impl SpoolFs {
             .unwrap_or(false)
     }
 
-    /// For readdirplus: a full lookup of one listed entry.
-    /// The kernel takes a reference for every entry except `.` and `..`
-    /// (see `is_dot`), so only real names are counted.
-    pub fn lookup_for_listing(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
-        match name.as_encoded_bytes() {
-            b"." => self.getattr(parent, None),
-            b".." => self.getattr(self.parent_of(parent)?, None),
-            _ => self.lookup(parent, name),
-        }
-    }
-
     fn parent_of(&self, ino: u64) -> FsResult<u64> {
         let node = self.dir_node(ino)?;
         let parent = node.dir().expect("dir").loc().parent;
@@ -132,11 +116,7 @@ impl SpoolFs {
             for e in backing::read_dir(fd.as_fd_ref())? {
                 if seen.insert(e.name.clone()) {
                     let key = Key { dev, ino: e.ino };
-                    let ino = self
-                        .inodes
-                        .by_key(&key)
-                        .map(|n| n.ino)
-                        .unwrap_or(e.ino | 1 << 63);
+                    let ino = self.inodes.listed_ino(&key);
                     out.push(DirEntryOut {
                         kind: file_type(dtype_mode(e.d_type)),
                         name: e.name,

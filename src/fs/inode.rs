@@ -4,8 +4,14 @@
 //! reaching the same object across renames, and it is keyed by the backing
 //! `(st_dev, st_ino)`, so two hard links are one node with one inode number.
 //! A directory that exists on several partitions is one node with one copy
-//! per partition. Numbers are handed out from a counter and never reused
-//! while mounted.
+//! per partition (numbered after its first copy).
+//!
+//! Inode numbers are derived from the backing key, `device index << 48 |
+//! backing inode`, so a plain READDIR can give every entry the number a
+//! later lookup will (`d_ino` = `st_ino`) without looking it up. A number
+//! is never handed to a second object while the kernel still knows the
+//! first (a backing inode number reused after a delete, before the kernel
+//! forgot the old file): that object gets a spare number instead.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -221,7 +227,40 @@ pub struct InodeTable {
 struct Tables {
     nodes: HashMap<u64, Arc<Node>>,
     by_key: HashMap<Key, u64>,
-    next_ino: u64,
+    /// Small numbers for backing devices, in first-seen order from 1.
+    devs: HashMap<u64, u64>,
+    next_spare: u64,
+}
+
+/// Bits of the backing inode number in a derived number; the device index
+/// takes the bits above, up to bit 61.
+const INO_BITS: u32 = 48;
+/// Spare numbers (for objects whose number cannot be derived or is taken)
+/// start here, above every derived number.
+const SPARE_BASE: u64 = 1 << 62;
+
+impl Tables {
+    /// The number derived from `key`, if it fits.
+    fn derived(&mut self, key: &Key) -> Option<u64> {
+        if key.ino >= 1 << INO_BITS {
+            return None;
+        }
+        let next = self.devs.len() as u64 + 1;
+        let dev = *self.devs.entry(key.dev).or_insert(next);
+        (dev < SPARE_BASE >> INO_BITS).then_some(dev << INO_BITS | key.ino)
+    }
+
+    /// The number for a new node: derived, unless a node the kernel still
+    /// knows has it.
+    fn number_for(&mut self, key: &Key) -> u64 {
+        match self.derived(key) {
+            Some(ino) if !self.nodes.contains_key(&ino) => ino,
+            _ => {
+                self.next_spare += 1;
+                self.next_spare
+            }
+        }
+    }
 }
 
 impl InodeTable {
@@ -229,10 +268,15 @@ impl InodeTable {
         let mut t = Tables {
             nodes: HashMap::new(),
             by_key: HashMap::new(),
-            next_ino: ROOT_INO + 1,
+            devs: HashMap::new(),
+            next_spare: SPARE_BASE,
         };
         for k in root_keys {
             t.by_key.insert(*k, ROOT_INO);
+            // Partitions' devices first, in config order: the same numbers
+            // at every mount.
+            let next = t.devs.len() as u64 + 1;
+            t.devs.entry(k.dev).or_insert(next);
         }
         t.nodes.insert(ROOT_INO, Arc::new(root));
         InodeTable {
@@ -259,6 +303,27 @@ impl InodeTable {
         t.by_key.get(key).and_then(|ino| t.nodes.get(ino)).cloned()
     }
 
+    /// The inode number a directory listing gives the object with `key`:
+    /// its node's if the kernel knows it, else the one a lookup would
+    /// derive (for the rare key whose number cannot be derived, a
+    /// placeholder that `stat` will not match).
+    pub fn listed_ino(&self, key: &Key) -> u64 {
+        {
+            let t = self.inner.read().unwrap();
+            if let Some(ino) = t.by_key.get(key) {
+                return *ino;
+            }
+            if let Some(dev) = t.devs.get(&key.dev)
+                && key.ino < 1 << INO_BITS
+                && *dev < SPARE_BASE >> INO_BITS
+            {
+                return dev << INO_BITS | key.ino;
+            }
+        }
+        let mut t = self.inner.write().unwrap();
+        t.derived(key).unwrap_or(key.ino | 1 << 63)
+    }
+
     /// Counts one kernel lookup of the node for `key` if it is known.
     pub fn remember_known(&self, key: &Key) -> Option<Arc<Node>> {
         // The write lock serialises the count with `forget`, which may be
@@ -279,8 +344,7 @@ impl InodeTable {
             node.lookups.fetch_add(1, Ordering::Relaxed);
             return node.clone();
         }
-        let ino = t.next_ino;
-        t.next_ino += 1;
+        let ino = t.number_for(&key);
         let (body, keys) = make();
         for k in &keys {
             t.by_key.insert(*k, ino);
@@ -330,5 +394,75 @@ impl InodeTable {
             }
         }
         Some(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_body() -> Body {
+        let loc = Loc {
+            parent: ROOT_INO,
+            name: "d".into(),
+        };
+        Body::Dir(DirNode::new(loc, 1, Vec::new()))
+    }
+
+    fn table() -> InodeTable {
+        let root = InodeTable::root_node(dir_body());
+        InodeTable::new(root, &[Key { dev: 7, ino: 2 }])
+    }
+
+    fn remember(t: &InodeTable, key: Key) -> Arc<Node> {
+        t.remember(key, || (dir_body(), vec![key]))
+    }
+
+    #[test]
+    fn numbers_are_derived_from_the_backing_key_and_listed_alike() {
+        let t = table();
+        let key = Key { dev: 7, ino: 1234 };
+        let listed = t.listed_ino(&key);
+        let node = remember(&t, key);
+        assert_eq!(
+            node.ino,
+            1 << INO_BITS | 1234,
+            "partition device is index 1"
+        );
+        assert_eq!(listed, node.ino, "d_ino before the lookup = st_ino after");
+        assert_eq!(remember(&t, key).ino, node.ino, "one node per key");
+        let other_dev = remember(&t, Key { dev: 9, ino: 1234 });
+        assert_eq!(other_dev.ino, 2 << INO_BITS | 1234);
+        assert_eq!(t.listed_ino(&Key { dev: 7, ino: 2 }), ROOT_INO);
+    }
+
+    #[test]
+    fn a_number_the_kernel_still_knows_is_never_given_to_another_object() {
+        let t = table();
+        let key = Key { dev: 7, ino: 55 };
+        let old = remember(&t, key);
+        // The file is deleted and its backing inode number reused at once,
+        // before the kernel forgets the old one.
+        t.forget_key(&key);
+        let new = remember(&t, key);
+        assert_ne!(new.ino, old.ino);
+        assert!(new.ino > SPARE_BASE);
+        // Once the kernel forgot the old node, the derived number is free.
+        assert!(t.forget(old.ino, 1).is_some());
+        t.forget_key(&key);
+        assert!(t.forget(new.ino, 1).is_some());
+        assert_eq!(remember(&t, key).ino, old.ino);
+    }
+
+    #[test]
+    fn inode_numbers_too_big_to_derive_get_spare_numbers() {
+        let t = table();
+        let key = Key {
+            dev: 7,
+            ino: 1 << INO_BITS,
+        };
+        let node = remember(&t, key);
+        assert!(node.ino > SPARE_BASE);
+        assert_eq!(t.listed_ino(&key), node.ino, "known: its real number");
     }
 }

@@ -48,7 +48,7 @@ use crate::quota::{FolderId, Ledger};
 use crate::routing::Router;
 
 pub use anchor::set_budget as set_descriptor_budget;
-pub use dir::{DirEntryOut, is_dot};
+pub use dir::DirEntryOut;
 pub use file::Opened;
 use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
 pub use listing::offset_after;
