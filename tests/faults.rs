@@ -324,6 +324,68 @@ fn a_read_only_partition_is_named_in_the_log() {
     );
 }
 
+/// The device under a partition fails outright: ext4's shutdown ioctl
+/// (`EXT4_IOC_SHUTDOWN`, what `xfs_io -c shutdown` does) makes every later
+/// I/O on it fail with `EIO`, as a yanked disk does. Requests touching it
+/// fail, the daemon neither crashes nor hangs, the other partition keeps
+/// working, and the log names the failed partition.
+#[test]
+fn a_failed_device_gives_eio_and_the_rest_keeps_working() {
+    const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D; // _IOR('X', 125, __u32)
+    const NOLOGFLUSH: u32 = 2;
+    let lfs = LoopFs::ext4(16);
+    let slow = tempfile::tempdir().unwrap();
+    let mut m = Spec::at(&[("fast", &lfs.dir), ("slow", slow.path())])
+        .extra(CYRUS)
+        .mount();
+    mkdirs(&m, JOHN);
+    mkdirs(&m, JANE);
+    fs::write(m.path(&format!("{JOHN}/1.")), b"john").unwrap();
+    fs::write(m.path(&format!("{JANE}/1.")), b"jane").unwrap();
+
+    let root = File::open(&lfs.dir).unwrap();
+    let flags = NOLOGFLUSH;
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&root),
+            EXT4_IOC_SHUTDOWN,
+            &flags,
+        )
+    };
+    assert_eq!(r, 0, "shutdown ioctl: {}", io::Error::last_os_error());
+    drop(root);
+
+    // On the failed partition: errors, promptly, never a hang.
+    let t0 = Instant::now();
+    let w = fs::write(m.path(&format!("{JOHN}/2.")), b"new");
+    assert!(
+        matches!(errno(&w), Some(libc::EIO) | Some(libc::EROFS)),
+        "write on a failed device: {w:?}"
+    );
+    // (What the kernel has cached — a listing, pages — may still be served.)
+    let d = fs::create_dir(m.path(&format!("{JOHN}/sub")));
+    assert!(
+        matches!(errno(&d), Some(libc::EIO) | Some(libc::EROFS)),
+        "mkdir on a failed device: {d:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "requests hung");
+    // The other partition is untouched.
+    assert_eq!(fs::read(m.path(&format!("{JANE}/1."))).unwrap(), b"jane");
+    fs::write(m.path(&format!("{JANE}/2.")), b"more").unwrap();
+    assert_eq!(fs::read(m.path(&format!("{JANE}/2."))).unwrap(), b"more");
+    assert!(
+        m.stop().is_some_and(|s| s.success()),
+        "daemon did not exit cleanly"
+    );
+    let log = m.log_text();
+    assert!(!log.contains("panicked"), "daemon panicked:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("partition fast") && l.contains("failing")),
+        "the log does not name the failed partition:\n{log}"
+    );
+}
+
 // --- (c) SIGKILL while 4 writers deliver --------------------------------------------
 
 #[test]

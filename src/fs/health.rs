@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::{Partition, SpoolFs};
-use crate::backing::{self, AsFdRef};
+use crate::backing::AsFdRef;
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -77,7 +77,8 @@ impl HealthLog {
 }
 
 /// The state of one partition: its filesystem's flags and free space, and
-/// whether its root can still be read.
+/// whether it still takes an `fsync` of its root directory (a failed or
+/// shut-down device still answers from its caches, but not to that).
 fn probe(p: &Partition) -> Health {
     let fd = p.root.as_fd_ref().as_raw_fd();
     let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -87,7 +88,8 @@ fn probe(p: &Partition) -> Health {
     if vfs.f_flag & libc::ST_RDONLY != 0 {
         return Health::ReadOnly;
     }
-    if let Err(e) = backing::read_dir(p.root.as_fd_ref()) {
+    if unsafe { libc::fsync(p.handle_root.as_fd_ref().as_raw_fd()) } != 0 {
+        let e = std::io::Error::last_os_error();
         return Health::Failing(e.raw_os_error().unwrap_or(libc::EIO));
     }
     if vfs.f_bavail == 0 {
