@@ -1164,7 +1164,7 @@ fn fuzz_parse_size() {
 /// whitespace): a tenant containing `@` (from a cyrus.header
 /// `N a@b!user.x`, or `default_tenant`) or a tenant-less folder containing
 /// `@` displayed ambiguously and parsed back as a different mailbox, so a
-/// run-time limit persisted by `display()` (src/quota.rs
+/// run-time limit persisted by `display()` (src/quota/overrides.rs
 /// `Overrides::to_file`) moved to another mailbox after a restart.
 #[test]
 fn display_round_trips_with_at_signs() {

@@ -975,7 +975,7 @@ fn stress_short() {
                     Ok(u) => {
                         polls += 1;
                         // Renames apply their whole effect at once
-                        // (src/quota.rs `begin_transfer`), so the report
+                        // (src/quota/mod.rs `begin_transfer`), so the report
                         // is never over, not even for an instant.
                         if let Some(over) = over_limit(&u) {
                             engine.fail(format!("limit exceeded during the run: {over}"));

@@ -1,0 +1,491 @@
+//! Accounts and the state behind the ledger's lock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+
+use super::*;
+use crate::config::Limit;
+use crate::layout::FolderRef;
+
+// ---------------------------------------------------------------------------
+// Accounts
+// ---------------------------------------------------------------------------
+
+pub(super) struct Account {
+    pub(super) scope: Scope,
+    pub(super) tenant: Option<String>,
+    pub(super) used: u64,
+    /// Bytes already taken off `used` by a transfer still under way: not
+    /// reported, but counted against the limit until the transfer is done.
+    pub(super) held: u64,
+    /// Cached effective limit; refreshed whenever limits change.
+    pub(super) limit: Limit,
+    /// Whether the warn_percent crossing has been logged (re-armed below it).
+    pub(super) warned: bool,
+}
+
+impl Account {
+    pub(super) fn quota(&self) -> Option<(u64, u64)> {
+        self.limit.map(|limit| (limit, self.used))
+    }
+
+    pub(super) fn is_reportable(&self) -> bool {
+        self.used > 0 || self.limit.is_some()
+    }
+
+    /// Logs once per upward crossing of the warning threshold.
+    pub(super) fn update_warning(&mut self, warn_percent: u8) {
+        let above = match self.limit {
+            // 0 disables warnings.
+            Some(limit) if warn_percent > 0 => at_or_above_percent(self.used, limit, warn_percent),
+            _ => false,
+        };
+        if above && !self.warned {
+            let limit = self.limit.unwrap_or(0);
+            log::warn!(
+                "{} at {}% of limit {limit} (used {})",
+                self.scope,
+                whole_percent(self.used, limit),
+                self.used
+            );
+        }
+        self.warned = above;
+    }
+}
+
+pub(super) fn at_or_above_percent(used: u64, limit: u64, percent: u8) -> bool {
+    if limit == 0 {
+        return used > 0;
+    }
+    used as u128 * 100 >= percent as u128 * limit as u128
+}
+
+pub(super) fn whole_percent(used: u64, limit: u64) -> u128 {
+    if limit == 0 {
+        return 100;
+    }
+    used as u128 * 100 / limit as u128
+}
+
+/// Accounts in a vector (folders refer to them by index) plus a name index.
+pub(super) struct Accounts<K> {
+    pub(super) list: Vec<Account>,
+    pub(super) index: HashMap<K, usize>,
+}
+
+impl<K: Eq + Hash> Accounts<K> {
+    pub(super) fn new() -> Self {
+        Accounts {
+            list: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    pub(super) fn get<Q>(&self, key: &Q) -> Option<&Account>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.index.get(key).map(|&i| &self.list[i])
+    }
+
+    pub(super) fn get_or_insert(&mut self, key: K, make: impl FnOnce() -> Account) -> usize {
+        let list = &mut self.list;
+        *self.index.entry(key).or_insert_with(|| {
+            list.push(make());
+            list.len() - 1
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State behind the lock
+// ---------------------------------------------------------------------------
+
+pub(super) struct Folder {
+    pub(super) name: FolderRef,
+    pub(super) usage: u64,
+    /// This folder's share of its accounts' `held`.
+    pub(super) held: u64,
+    /// Index into `State::mailboxes`: this folder's quota root.
+    pub(super) mailbox: usize,
+    /// Index into `State::tenants`.
+    pub(super) tenant: Option<usize>,
+    pub(super) partition: Option<String>,
+}
+
+pub(super) struct State {
+    /// Indexed by `FolderId`.
+    pub(super) folders: Vec<Folder>,
+    pub(super) mailboxes: Accounts<FolderRef>,
+    pub(super) tenants: Accounts<String>,
+    pub(super) rules: LimitRules,
+}
+
+impl State {
+    pub(super) fn new(rules: LimitRules) -> State {
+        State {
+            folders: Vec::new(),
+            mailboxes: Accounts::new(),
+            tenants: Accounts::new(),
+            rules,
+        }
+    }
+
+    pub(super) fn add_folder(&mut self, name: FolderRef) -> FolderId {
+        let (mailbox, tenant) = self.accounts_of(&name);
+        let id = FolderId(u32::try_from(self.folders.len()).expect("fewer than 2^32 folders"));
+        self.folders.push(Folder {
+            name,
+            usage: 0,
+            held: 0,
+            mailbox,
+            tenant,
+            partition: None,
+        });
+        id
+    }
+
+    /// The (mailbox, tenant) account indexes a folder charges to.
+    pub(super) fn accounts_of(&mut self, folder: &FolderRef) -> (usize, Option<usize>) {
+        let root = self.rules.quota_root(folder);
+        let mailbox = self.mailbox_account(root);
+        let tenant = folder.tenant.clone().map(|t| self.tenant_account(t));
+        (mailbox, tenant)
+    }
+
+    pub(super) fn mailbox_account(&mut self, root: FolderRef) -> usize {
+        let rules = &self.rules;
+        self.mailboxes.get_or_insert(root.clone(), || Account {
+            scope: Scope::Mailbox(root.display()),
+            tenant: root.tenant.clone(),
+            used: 0,
+            held: 0,
+            limit: rules.mailbox_limit(&root),
+            warned: false,
+        })
+    }
+
+    pub(super) fn tenant_account(&mut self, tenant: String) -> usize {
+        let rules = &self.rules;
+        self.tenants.get_or_insert(tenant.clone(), || Account {
+            scope: Scope::Tenant(tenant.clone()),
+            tenant: Some(tenant.clone()),
+            used: 0,
+            held: 0,
+            limit: rules.tenant_limit(&tenant),
+            warned: false,
+        })
+    }
+
+    pub(super) fn account(&self, scope: &Scope) -> Option<&Account> {
+        match scope {
+            Scope::Tenant(tenant) => self.tenants.get(tenant.as_str()),
+            Scope::Mailbox(name) => {
+                let root = FolderRef::parse_display(name).ok()?;
+                self.mailboxes.get(&root)
+            }
+        }
+    }
+
+    /// Refuses if `charges` minus `credits` would take any touched account
+    /// past its limit plus `grace`. Only accounts that grow are checked.
+    /// Mailboxes are checked first: the more specific refusal is the more
+    /// useful one to an operator.
+    pub(super) fn check(
+        &self,
+        charges: &[(FolderId, u64)],
+        credits: &[(FolderId, u64)],
+        grace: u64,
+    ) -> Result<(), Refusal> {
+        let additions = self.net_additions(charges, credits);
+        for &(i, asked) in &additions.mailboxes {
+            check_account(&self.mailboxes.list[i], asked, grace)?;
+        }
+        for &(i, asked) in &additions.tenants {
+            check_account(&self.tenants.list[i], asked, grace).map_err(|mut r| {
+                // Name the mailbox the bytes were for: operators ask "who".
+                r.mailbox = charges
+                    .iter()
+                    .map(|(id, _)| &self.folders[id.0 as usize])
+                    .find(|f| f.tenant == Some(i))
+                    .map(|f| scope_name(&self.mailboxes.list[f.mailbox].scope));
+                r
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Net growth of every account the charges touch, as (index, bytes),
+    /// only where positive.
+    pub(super) fn net_additions(
+        &self,
+        charges: &[(FolderId, u64)],
+        credits: &[(FolderId, u64)],
+    ) -> Additions {
+        let mut mailboxes: Vec<(usize, i128)> = Vec::new();
+        let mut tenants: Vec<(usize, i128)> = Vec::new();
+        let mut add = |id: FolderId, bytes: i128, only_existing: bool| {
+            let folder = &self.folders[id.0 as usize];
+            accumulate_net(&mut mailboxes, folder.mailbox, bytes, only_existing);
+            if let Some(tenant) = folder.tenant {
+                accumulate_net(&mut tenants, tenant, bytes, only_existing);
+            }
+        };
+        for &(id, bytes) in charges {
+            add(id, bytes as i128, false);
+        }
+        for &(id, bytes) in credits {
+            add(id, -(bytes as i128), true);
+        }
+        let positive = |v: Vec<(usize, i128)>| {
+            v.into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(i, n)| (i, u64::try_from(n).unwrap_or(u64::MAX)))
+                .collect()
+        };
+        Additions {
+            mailboxes: positive(mailboxes),
+            tenants: positive(tenants),
+        }
+    }
+
+    pub(super) fn charge(&mut self, charges: &[FolderId], bytes: u64, warn_percent: u8) {
+        for id in charges {
+            let folder = &mut self.folders[id.0 as usize];
+            folder.usage = folder.usage.saturating_add(bytes);
+            let (mailbox, tenant) = (folder.mailbox, folder.tenant);
+            self.adjust_accounts(
+                mailbox,
+                tenant,
+                |used| used.saturating_add(bytes),
+                warn_percent,
+            );
+        }
+    }
+
+    pub(super) fn refund(&mut self, charges: &[FolderId], bytes: u64, warn_percent: u8) {
+        for id in charges {
+            let folder = &mut self.folders[id.0 as usize];
+            let taken = bytes.min(folder.usage);
+            if taken < bytes {
+                log::warn!(
+                    "refund of {bytes} bytes to {} exceeds its usage {}; clamped at 0",
+                    folder.name.display(),
+                    folder.usage
+                );
+            }
+            folder.usage -= taken;
+            let (mailbox, tenant) = (folder.mailbox, folder.tenant);
+            // Accounts lose exactly what the folder lost, so they stay sums.
+            self.adjust_accounts(
+                mailbox,
+                tenant,
+                |used| used.saturating_sub(taken),
+                warn_percent,
+            );
+        }
+    }
+
+    /// Takes `bytes` off a folder's usage but keeps them held against its
+    /// accounts' limits (see `Ledger::begin_transfer`). Returns what was
+    /// taken (never more than the folder's usage).
+    pub(super) fn credit_held(&mut self, id: FolderId, bytes: u64, warn_percent: u8) -> u64 {
+        let taken = bytes.min(self.folders[id.0 as usize].usage);
+        self.refund(&[id], taken, warn_percent);
+        self.adjust_held(id, |h| h + taken);
+        taken
+    }
+
+    pub(super) fn release_held(&mut self, id: FolderId, bytes: u64) {
+        self.adjust_held(id, |h| h.saturating_sub(bytes));
+    }
+
+    pub(super) fn adjust_held(&mut self, id: FolderId, adjust: impl Fn(u64) -> u64) {
+        let folder = &mut self.folders[id.0 as usize];
+        folder.held = adjust(folder.held);
+        let (mailbox, tenant) = (folder.mailbox, folder.tenant);
+        let tenant = tenant.map(|t| &mut self.tenants.list[t]);
+        for account in std::iter::once(&mut self.mailboxes.list[mailbox]).chain(tenant) {
+            account.held = adjust(account.held);
+        }
+    }
+
+    pub(super) fn adjust_accounts(
+        &mut self,
+        mailbox: usize,
+        tenant: Option<usize>,
+        adjust: impl Fn(u64) -> u64,
+        warn_percent: u8,
+    ) {
+        let tenant = tenant.map(|t| &mut self.tenants.list[t]);
+        for account in std::iter::once(&mut self.mailboxes.list[mailbox]).chain(tenant) {
+            account.used = adjust(account.used);
+            account.update_warning(warn_percent);
+        }
+    }
+
+    /// Recreates every account from the rules and the folders' usage:
+    /// after a limit change, roots may have moved and limits changed.
+    pub(super) fn rebuild_accounts(&mut self, warn_percent: u8) {
+        let warned = self.warned_scopes();
+        self.mailboxes = Accounts::new();
+        self.tenants = Accounts::new();
+        for root in self.rules.named_mailboxes() {
+            if let Some(tenant) = root.tenant.clone() {
+                self.tenant_account(tenant);
+            }
+            self.mailbox_account(root);
+        }
+        for tenant in self.rules.named_tenants() {
+            self.tenant_account(tenant);
+        }
+        for i in 0..self.folders.len() {
+            self.reattach_folder(i);
+        }
+        self.restore_warnings(&warned, warn_percent);
+    }
+
+    pub(super) fn reattach_folder(&mut self, index: usize) {
+        let name = self.folders[index].name.clone();
+        let (mailbox, tenant) = self.accounts_of(&name);
+        let folder = &mut self.folders[index];
+        folder.mailbox = mailbox;
+        folder.tenant = tenant;
+        let (usage, held) = (folder.usage, folder.held);
+        self.mailboxes.list[mailbox].used += usage;
+        self.mailboxes.list[mailbox].held += held;
+        if let Some(tenant) = tenant {
+            self.tenants.list[tenant].used += usage;
+            self.tenants.list[tenant].held += held;
+        }
+    }
+
+    pub(super) fn warned_scopes(&self) -> Vec<Scope> {
+        let accounts = self.mailboxes.list.iter().chain(&self.tenants.list);
+        accounts
+            .filter(|a| a.warned)
+            .map(|a| a.scope.clone())
+            .collect()
+    }
+
+    /// Keeps "already warned" across a rebuild, then re-evaluates: a lowered
+    /// limit is a crossing worth logging, a raised one re-arms the warning.
+    pub(super) fn restore_warnings(&mut self, warned: &[Scope], warn_percent: u8) {
+        let accounts = self.mailboxes.list.iter_mut().chain(&mut self.tenants.list);
+        for account in accounts {
+            account.warned = warned.contains(&account.scope);
+            account.update_warning(warn_percent);
+        }
+    }
+
+    pub(super) fn reset_usage(&mut self) {
+        for folder in &mut self.folders {
+            folder.usage = 0;
+        }
+        let accounts = self.mailboxes.list.iter_mut().chain(&mut self.tenants.list);
+        for account in accounts {
+            account.used = 0;
+            account.warned = false;
+        }
+    }
+
+    pub(super) fn report(&self) -> Report {
+        let mut tenants: Vec<TenantUsage> = reportable(&self.tenants.list)
+            .map(|(_, account)| TenantUsage {
+                name: scope_name(&account.scope),
+                used: account.used,
+                limit: account.limit,
+            })
+            .collect();
+        let partitions = self.partitions_by_mailbox();
+        let mut mailboxes: Vec<MailboxUsage> = reportable(&self.mailboxes.list)
+            .map(|(i, account)| MailboxUsage {
+                name: scope_name(&account.scope),
+                tenant: account.tenant.clone(),
+                used: account.used,
+                limit: account.limit,
+                partition: partitions.get(&i).map(|set| join(set)),
+            })
+            .collect();
+        tenants.sort_by(|a, b| a.name.cmp(&b.name));
+        mailboxes.sort_by(|a, b| a.name.cmp(&b.name));
+        Report { tenants, mailboxes }
+    }
+
+    /// Distinct partitions of each mailbox account's folders.
+    pub(super) fn partitions_by_mailbox(&self) -> HashMap<usize, BTreeSet<&str>> {
+        let mut partitions: HashMap<usize, BTreeSet<&str>> = HashMap::new();
+        for folder in &self.folders {
+            if let Some(partition) = &folder.partition {
+                partitions
+                    .entry(folder.mailbox)
+                    .or_default()
+                    .insert(partition);
+            }
+        }
+        partitions
+    }
+}
+
+/// Total bytes each touched account would gain, as (account index, bytes).
+#[derive(Default)]
+pub(super) struct Additions {
+    pub(super) mailboxes: Vec<(usize, u64)>,
+    pub(super) tenants: Vec<(usize, u64)>,
+}
+
+pub(super) fn check_account(account: &Account, asked: u64, grace: u64) -> Result<(), Refusal> {
+    let Some(limit) = account.limit else {
+        return Ok(());
+    };
+    let fits = account
+        .used
+        .checked_add(account.held)
+        .and_then(|n| n.checked_add(asked))
+        .is_some_and(|total| total <= limit.saturating_add(grace));
+    if fits {
+        return Ok(());
+    }
+    Err(Refusal {
+        scope: account.scope.clone(),
+        tenant: account.tenant.clone(),
+        mailbox: None,
+        limit,
+        grace,
+        used: account.used,
+        asked,
+    })
+}
+
+/// Credits only offset accounts the charges touch (`only_existing`).
+pub(super) fn accumulate_net(
+    totals: &mut Vec<(usize, i128)>,
+    account: usize,
+    bytes: i128,
+    only_existing: bool,
+) {
+    // A handful of accounts at most: a linear scan beats a map here.
+    match totals.iter_mut().find(|(i, _)| *i == account) {
+        Some((_, total)) => *total += bytes,
+        None if !only_existing => totals.push((account, bytes)),
+        None => {}
+    }
+}
+
+pub(super) fn reportable(accounts: &[Account]) -> impl Iterator<Item = (usize, &Account)> {
+    accounts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.is_reportable())
+}
+
+pub(super) fn scope_name(scope: &Scope) -> String {
+    match scope {
+        Scope::Mailbox(name) | Scope::Tenant(name) => name.clone(),
+    }
+}
+
+pub(super) fn join(partitions: &BTreeSet<&str>) -> String {
+    partitions.iter().copied().collect::<Vec<_>>().join(",")
+}
