@@ -328,7 +328,7 @@ fn check_role(role: &DirRole, origin: &str) -> Result<(), String> {
 const UUID: &str = "4b8d8e1c-6c0a-4d39-9a1e-5b3e2a1f7c11";
 
 /// A `cyrus.header` exactly as Cyrus 3.6 `mailbox_commit_header` writes it
-/// (as built in src/layout.rs tests).
+/// (as built in src/layout/tests.rs).
 fn header(data_line: &str) -> Vec<u8> {
     let mut bytes = CYRUS_HEADER_MAGIC.to_vec();
     bytes.extend_from_slice(data_line.as_bytes());
@@ -1160,7 +1160,7 @@ fn fuzz_parse_size() {
 
 // --- known bugs, minimal reproductions -------------------------------------------------
 
-/// Was a bug (fixed in src/layout.rs: `display` escapes `%`, `@` and edge
+/// Was a bug (fixed in src/layout/mod.rs: `display` escapes `%`, `@` and edge
 /// whitespace): a tenant containing `@` (from a cyrus.header
 /// `N a@b!user.x`, or `default_tenant`) or a tenant-less folder containing
 /// `@` displayed ambiguously and parsed back as a different mailbox, so a
