@@ -1199,7 +1199,7 @@ fn display_round_trips_with_edge_whitespace() {
     assert_eq!(FolderRef::parse_display(&f.display()), Ok(f));
 }
 
-/// Was a bug (fixed in src/config.rs `parse_mailboxes`): `spoolfs check`
+/// Was a bug (fixed in src/config/parse.rs `parse_mailboxes`): `spoolfs check`
 /// accepted mailbox keys the ledger then refused at mount time.
 #[test]
 fn config_refuses_mailbox_keys_the_ledger_cannot_read() {

@@ -2,10 +2,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------
-// Cyrus path classification
-// ---------------------------------------------------------------------------
-
 #[derive(Clone, Debug)]
 pub(super) struct CyrusLayout {
     pub(super) partition_depth: usize,

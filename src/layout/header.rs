@@ -2,10 +2,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------
-// cyrus.header
-// ---------------------------------------------------------------------------
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderError {
     /// Shorter than the magic, or no complete data line after it.

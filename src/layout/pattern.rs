@@ -2,10 +2,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------
-// Pattern layout
-// ---------------------------------------------------------------------------
-
 /// `"{tenant}/{mailbox}/**"`, `"vmail/{tenant}/{mailbox}/Maildir/**"`:
 /// literal segments match exactly, `*` matches any one segment, `{tenant}`
 /// and `{mailbox}` capture one segment each, `**` may end the pattern.

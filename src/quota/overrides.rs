@@ -11,10 +11,6 @@ use super::*;
 use crate::config::Limit;
 use crate::layout::FolderRef;
 
-// ---------------------------------------------------------------------------
-// Run-time overrides and their file
-// ---------------------------------------------------------------------------
-
 /// Run-time limits. A present key with `None` means explicitly unlimited.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct Overrides {

@@ -2,10 +2,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------
-// Human-readable report
-// ---------------------------------------------------------------------------
-
 impl Report {
     /// Two aligned tables (tenants, then mailboxes): name, used, limit,
     /// percent, partition.

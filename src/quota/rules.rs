@@ -7,10 +7,6 @@ use super::*;
 use crate::config::{Config, Limit, QuotaConfig, TenantConfig};
 use crate::layout::FolderRef;
 
-// ---------------------------------------------------------------------------
-// Limit rules: config plus run-time overrides
-// ---------------------------------------------------------------------------
-
 pub(super) struct LimitRules {
     pub(super) quota: QuotaConfig,
     pub(super) tenants: BTreeMap<String, TenantConfig>,

@@ -7,10 +7,6 @@ use super::*;
 use crate::config::Limit;
 use crate::layout::FolderRef;
 
-// ---------------------------------------------------------------------------
-// Accounts
-// ---------------------------------------------------------------------------
-
 pub(super) struct Account {
     pub(super) scope: Scope,
     pub(super) tenant: Option<String>,
