@@ -930,10 +930,21 @@ fn more_files_than_the_descriptor_budget_all_work() {
         let _ = fs::symlink_metadata(name(i)); // push the symlink's node past the budget
     }
     assert_eq!(fs::read_link(&sym).unwrap(), Path::new("d0/1."));
-    // An open file whose last name is gone still answers fstat.
-    let f = File::open(name(5)).unwrap();
-    fs::remove_file(name(5)).unwrap();
-    assert_eq!(f.metadata().unwrap().len(), "message 5".len() as u64);
+    // An open file whose last name is gone (its node holds only a file
+    // handle: it was created past the budget) still answers fstat, fchmod
+    // and futimens, through the open file.
+    let f = File::open(name(2500)).unwrap();
+    fs::remove_file(name(2500)).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), "message 2500".len() as u64);
+    f.set_permissions(fs::Permissions::from_mode(0o640))
+        .unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    f.set_modified(when).unwrap();
+    let md = f.metadata().unwrap();
+    assert_eq!(
+        (md.permissions().mode() & 0o777, md.modified().unwrap()),
+        (0o640, when)
+    );
     drop(f);
     let listed: usize = (0..3)
         .map(|d| {

@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 pub(super) fn expected(what: &str, found: &DeValue) -> String {
     format!("expected {what}, found {}", describe_value(found))
 }

@@ -32,6 +32,10 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     fn file(&self) -> &FileNode {
         self.node.file().expect("open files are regular files")
     }
@@ -347,10 +351,15 @@ impl SpoolFs {
         self.handles.file(fh).ok()
     }
 
+    /// Open file `fh`, if it is open on inode `ino`.
+    pub(super) fn open_file_of(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
+        let h = self.handles.file(fh).ok()?;
+        (h.node.ino == ino).then_some(h)
+    }
+
     /// `fstat` through open file `fh`, if it is open on inode `ino`.
     pub(super) fn stat_open(&self, fh: u64, ino: u64) -> Option<io::Result<libc::stat>> {
-        let h = self.handles.file(fh).ok()?;
-        (h.node.ino == ino).then(|| backing::stat_fd(h.fd.as_fd()))
+        self.open_file_of(fh, ino).map(|h| backing::stat_fd(h.fd()))
     }
 
     pub(super) fn truncate_handle(&self, h: &OpenFile, size: u64) -> FsResult<()> {

@@ -30,18 +30,25 @@ impl SpoolFs {
         if let Some(size) = a.size {
             self.truncate(&node, size, a.fh)?;
         }
+        // `fchown`/`fchmod`/`futimens` come with their open file, which
+        // reaches the file even after its last name is gone.
+        let open = a.fh.and_then(|fh| self.open_file_of(fh, ino));
+        let apply = |f: &dyn Fn(BorrowedFd) -> std::io::Result<()>| match &open {
+            Some(h) => Ok(f(h.fd())?),
+            None => for_each_fd(&node, f),
+        };
         if a.uid.is_some() || a.gid.is_some() {
-            for_each_fd(&node, |fd| backing::chown_fd(fd, a.uid, a.gid))?;
+            apply(&|fd| backing::chown_fd(fd, a.uid, a.gid))?;
         }
         if let (Some(mode), false) = (
             a.mode,
             matches!(node.body, Body::Other(_)) && is_symlink(&node),
         ) {
-            for_each_fd(&node, |fd| backing::chmod_fd(fd, mode & 0o7777))?;
+            apply(&|fd| backing::chmod_fd(fd, mode & 0o7777))?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));
-            for_each_fd(&node, |fd| backing::utimens_fd(fd, at, mt))?;
+            apply(&|fd| backing::utimens_fd(fd, at, mt))?;
         }
         self.getattr(ino, a.fh)
     }
@@ -69,7 +76,7 @@ impl SpoolFs {
 
 /// Applies a change to every backing object of a node (all copies of a
 /// directory), borrowing the node's own descriptors: no `dup` per request.
-fn for_each_fd(node: &Node, mut f: impl FnMut(BorrowedFd) -> std::io::Result<()>) -> FsResult<()> {
+fn for_each_fd(node: &Node, f: &dyn Fn(BorrowedFd) -> std::io::Result<()>) -> FsResult<()> {
     match &node.body {
         Body::Dir(d) => {
             for (_, fd) in d.copies() {
