@@ -239,15 +239,19 @@ const INO_BITS: u32 = 48;
 /// start here, above every derived number.
 const SPARE_BASE: u64 = 1 << 62;
 
+/// `dev << 48 | ino` for a device index and a backing inode number, if
+/// both fit below the spare numbers.
+fn derive(dev: u64, ino: u64) -> Option<u64> {
+    (ino < 1 << INO_BITS && dev < SPARE_BASE >> INO_BITS).then_some(dev << INO_BITS | ino)
+}
+
 impl Tables {
-    /// The number derived from `key`, if it fits.
+    /// The number derived from `key`, if it fits (numbering its device
+    /// first if it is new).
     fn derived(&mut self, key: &Key) -> Option<u64> {
-        if key.ino >= 1 << INO_BITS {
-            return None;
-        }
         let next = self.devs.len() as u64 + 1;
         let dev = *self.devs.entry(key.dev).or_insert(next);
-        (dev < SPARE_BASE >> INO_BITS).then_some(dev << INO_BITS | key.ino)
+        derive(dev, key.ino)
     }
 
     /// The number for a new node: derived, unless a node the kernel still
@@ -313,11 +317,8 @@ impl InodeTable {
             if let Some(ino) = t.by_key.get(key) {
                 return *ino;
             }
-            if let Some(dev) = t.devs.get(&key.dev)
-                && key.ino < 1 << INO_BITS
-                && *dev < SPARE_BASE >> INO_BITS
-            {
-                return dev << INO_BITS | key.ino;
+            if let Some(ino) = t.devs.get(&key.dev).and_then(|dev| derive(*dev, key.ino)) {
+                return ino;
             }
         }
         let mut t = self.inner.write().unwrap();

@@ -55,9 +55,14 @@ struct Snapshot {
 
 #[derive(Default)]
 pub struct Listings {
-    recent: Mutex<VecDeque<Snapshot>>,
-    /// When the newest snapshot was taken (see `listed_since`).
-    taken: Mutex<Option<Instant>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    recent: VecDeque<Snapshot>,
+    /// When the newest snapshot was started (see `listed_since`).
+    taken: Option<Instant>,
 }
 
 impl Listings {
@@ -71,7 +76,7 @@ impl Listings {
     ) -> Result<Page, E> {
         let (generation, start) = (offset >> 32, (offset & POS_MASK) as usize);
         if offset != 0 {
-            let mut recent = self.recent.lock().unwrap();
+            let recent = &mut self.inner.lock().unwrap().recent;
             if let Some(i) = recent.iter().position(|s| s.generation == generation) {
                 let entries = recent[i].entries.clone();
                 if start >= entries.len() {
@@ -84,10 +89,10 @@ impl Listings {
                 });
             }
         }
-        *self.taken.lock().unwrap() = Some(Instant::now());
+        self.inner.lock().unwrap().taken = Some(Instant::now());
         let entries = Arc::new(list()?);
         let generation = next_gen();
-        let mut recent = self.recent.lock().unwrap();
+        let recent = &mut self.inner.lock().unwrap().recent;
         if recent.len() == KEPT {
             recent.pop_front();
         }
@@ -105,15 +110,13 @@ impl Listings {
     /// Whether a snapshot was taken within `window`: a change to the
     /// directory now may race with a listing the kernel is still caching.
     pub fn listed_since(&self, window: Duration) -> bool {
-        self.taken
-            .lock()
-            .unwrap()
-            .is_some_and(|t| t.elapsed() < window)
+        let taken = self.inner.lock().unwrap().taken;
+        taken.is_some_and(|t| t.elapsed() < window)
     }
 
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.recent.lock().unwrap().len()
+        self.inner.lock().unwrap().recent.len()
     }
 }
 
@@ -188,6 +191,16 @@ mod tests {
             assert!(off > 0 && off <= i64::MAX as u64, "{off:#x}");
         }
         assert_eq!(offset_after((1 << GEN_BITS) - 1, 5) >> 32, (1 << 31) - 1);
+    }
+
+    #[test]
+    fn a_listing_marks_the_directory_as_racing_changes_for_a_while() {
+        let l = Listings::default();
+        assert!(!l.listed_since(Duration::from_secs(60)), "never listed");
+        l.page(0, ok(&["a"])).unwrap();
+        assert!(l.listed_since(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!l.listed_since(Duration::from_millis(1)), "window passed");
     }
 
     #[test]

@@ -212,12 +212,15 @@ impl Ledger {
             return Ok(());
         }
         let charges: Vec<(FolderId, u64)> = charges.iter().map(|&f| (f, bytes)).collect();
-        self.reserve_net(&charges, &[], kind)
+        self.charge_checked(&mut self.lock(), &charges, &[], kind)
     }
 
-    /// Checks `charges` (net of `credits`) and applies the charges.
-    fn reserve_net(
+    /// Under the lock: refuses if `charges` minus `credits` would take any
+    /// account past its limit (plus grace for metadata), else applies the
+    /// charges. Nothing grows when every charge is 0: nothing is checked.
+    fn charge_checked(
         &self,
+        state: &mut State,
         charges: &[(FolderId, u64)],
         credits: &[(FolderId, u64)],
         kind: ChargeKind,
@@ -229,12 +232,9 @@ impl Ledger {
             ChargeKind::Data => 0,
             ChargeKind::Metadata => self.metadata_grace,
         };
-        let mut state = self.lock();
         state.check(charges, credits, grace)?;
-        for &(folder, bytes) in charges {
-            if bytes > 0 {
-                state.charge(&[folder], bytes, self.warn_percent);
-            }
+        for &(folder, bytes) in charges.iter().filter(|&&(_, bytes)| bytes > 0) {
+            state.charge(&[folder], bytes, self.warn_percent);
         }
         Ok(())
     }
@@ -251,17 +251,8 @@ impl Ledger {
         credits: &[(FolderId, u64)],
         kind: ChargeKind,
     ) -> Result<Transfer, Refusal> {
-        let grace = match kind {
-            ChargeKind::Data => 0,
-            ChargeKind::Metadata => self.metadata_grace,
-        };
         let mut state = self.lock();
-        if charges.iter().any(|&(_, bytes)| bytes > 0) {
-            state.check(charges, credits, grace)?;
-        }
-        for &(folder, bytes) in charges {
-            state.charge(&[folder], bytes, self.warn_percent);
-        }
+        self.charge_checked(&mut state, charges, credits, kind)?;
         let credits = credits
             .iter()
             .map(|&(folder, bytes)| (folder, state.credit_held(folder, bytes, self.warn_percent)))
