@@ -67,7 +67,12 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         args.mountpoint.display(),
         fs.partitions.len()
     );
-    let result = session.run().map_err(|e| format!("session: {e}"));
+    let result = match session.run() {
+        // Unmounted while requests were in flight, the kernel ends the
+        // connection as aborted rather than gone; both are a clean end.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        other => other.map_err(|e| format!("session: {e}")),
+    };
     let _ = std::fs::remove_file(socket);
     info!("unmounted {}", args.mountpoint.display());
     result
