@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{LoopFs, Mount, Spec, recount};
+use common::{LoopFs, Mount, Spec, backing_bytes, mkdirs, used};
 use serde_json::Value;
 
 const JOHN: &str = "mail/domain/e/example.org/j/user/john";
@@ -55,15 +55,6 @@ fn errno<T>(r: &io::Result<T>) -> Option<i32> {
     r.as_ref().err().and_then(|e| e.raw_os_error())
 }
 
-fn used(u: &Value, list: &str, name: &str) -> u64 {
-    u[list]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["name"] == name)
-        .map_or(0, |e| e["used"].as_u64().unwrap())
-}
-
 /// name → used, for every mailbox and tenant of a usage report.
 fn usage_map(u: &Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -76,13 +67,6 @@ fn usage_map(u: &Value) -> BTreeMap<String, u64> {
         }
     }
     out
-}
-
-fn backing_bytes(m: &Mount, rel: &str) -> u64 {
-    m.parts
-        .iter()
-        .map(|(n, _)| recount(&m.backing(n, rel)))
-        .sum()
 }
 
 #[track_caller]
@@ -112,10 +96,6 @@ const BOXES: [(&str, &str); 3] = [
     (JANE, "user/jane@example.org"),
     (BOB, "user/bob@other.org"),
 ];
-
-fn mkdirs(m: &Mount, rel: &str) {
-    fs::create_dir_all(m.path(rel)).unwrap_or_else(|e| panic!("mkdir -p {rel}: {e}"));
-}
 
 /// Writes `data` in 64 KiB chunks; returns how many bytes the calls said
 /// were written, and the error that stopped it (if any).

@@ -20,6 +20,8 @@
 //! * `Pattern::matches` agrees with a naive reference matcher;
 //! * `parse_size` accepts its own output (`n` → `Some(n)`).
 
+mod common;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -34,6 +36,8 @@ use spoolfs::layout::{
 };
 use spoolfs::routing::Pattern;
 
+use common::Rng;
+
 /// One call may take at most this long (generous: CI machines are shared).
 const CALL_BOUND: Duration = Duration::from_millis(1500);
 /// No progress for this long = a loop: fail instead of hanging.
@@ -41,39 +45,16 @@ const HANG_BOUND: Duration = Duration::from_secs(20);
 
 // --- PRNG -----------------------------------------------------------------------
 
-/// SplitMix64: tiny, deterministic, good enough for fuzzing.
-#[derive(Clone)]
-struct Rng(u64);
-
+/// Choices the fuzzers make, on the shared SplitMix64 (`common::Rng`).
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
     fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
+        self.index(one_in) == 0
     }
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
+        items[self.index(items.len())]
     }
     fn pick_ref<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        &items[self.index(items.len())]
     }
 }
 
@@ -215,20 +196,20 @@ fn run_target(
 /// Byte-level mutations (AFL-style havoc), splicing tokens from `dict`.
 fn mutate(rng: &mut Rng, input: &[u8], dict: &[&[u8]], max_len: usize) -> Vec<u8> {
     let mut out = input.to_vec();
-    let rounds = 1 + rng.below(8);
+    let rounds = 1 + rng.index(8);
     for _ in 0..rounds {
         let len = out.len();
-        match rng.below(11) {
+        match rng.index(11) {
             0 if len > 0 => {
-                let i = rng.below(len);
-                out[i] ^= 1 << rng.below(8);
+                let i = rng.index(len);
+                out[i] ^= 1 << rng.index(8);
             }
             1 if len > 0 => {
-                let i = rng.below(len);
+                let i = rng.index(len);
                 out[i] = rng.next() as u8;
             }
             2 => {
-                let i = rng.below(len + 1);
+                let i = rng.index(len + 1);
                 let b = rng.pick(&[
                     0u8, b'\n', b'\r', b' ', b'/', b'.', b'^', b'!', b'@', b'"', b'\\', b'{', b'}',
                     b'(', b')', b'%', b'*', 0xff, 0xc3,
@@ -236,35 +217,35 @@ fn mutate(rng: &mut Rng, input: &[u8], dict: &[&[u8]], max_len: usize) -> Vec<u8
                 out.insert(i, b);
             }
             3 if len > 0 => {
-                let i = rng.below(len);
-                let n = 1 + rng.below((len - i).min(32));
+                let i = rng.index(len);
+                let n = 1 + rng.index((len - i).min(32));
                 out.drain(i..i + n);
             }
             4 if len > 0 => {
                 // duplicate a chunk
-                let i = rng.below(len);
-                let n = 1 + rng.below((len - i).min(64));
+                let i = rng.index(len);
+                let n = 1 + rng.index((len - i).min(64));
                 let chunk = out[i..i + n].to_vec();
-                let at = rng.below(out.len() + 1);
+                let at = rng.index(out.len() + 1);
                 out.splice(at..at, chunk);
             }
             5 | 6 if !dict.is_empty() => {
                 let token = rng.pick(dict).to_vec();
-                let at = rng.below(len + 1);
+                let at = rng.index(len + 1);
                 out.splice(at..at, token);
             }
             7 if len > 0 => {
                 // truncate
-                out.truncate(rng.below(len));
+                out.truncate(rng.index(len));
             }
             8 if len > 1 => {
                 // swap two bytes
-                let (i, j) = (rng.below(len), rng.below(len));
+                let (i, j) = (rng.index(len), rng.index(len));
                 out.swap(i, j);
             }
             9 => {
-                let i = rng.below(len + 1);
-                let n = 1 + rng.below(8);
+                let i = rng.index(len + 1);
+                let n = 1 + rng.index(8);
                 let b = rng.bytes(n);
                 out.splice(i..i, b);
             }
@@ -496,7 +477,7 @@ fn fuzz_config_parse() {
             if rng.chance(20) {
                 // random token soup
                 let mut out = Vec::new();
-                for _ in 0..rng.below(40) {
+                for _ in 0..rng.index(40) {
                     out.extend_from_slice(rng.pick(CONFIG_DICT));
                 }
                 return out;
@@ -609,7 +590,7 @@ fn gen_path(rng: &mut Rng) -> Vec<u8> {
     if rng.chance(10) {
         out.push(b'/');
     }
-    let n = rng.below(10);
+    let n = rng.index(10);
     for i in 0..n {
         if i > 0 {
             out.push(b'/');
@@ -618,7 +599,7 @@ fn gen_path(rng: &mut Rng) -> Vec<u8> {
             }
         }
         if rng.chance(8) {
-            let len = rng.below(6);
+            let len = rng.index(6);
             out.extend(
                 rng.bytes(len)
                     .into_iter()
@@ -747,7 +728,7 @@ fn fuzz_cyrus_header() {
     run_target(
         "header",
         move |rng| {
-            match rng.below(20) {
+            match rng.index(20) {
                 0 => {
                     // 1 MiB of garbage, after the magic or not
                     let mut out = if rng.chance(2) {
@@ -760,7 +741,7 @@ fn fuzz_cyrus_header() {
                 }
                 1 => {
                     // deep nesting
-                    let d = 1 + rng.below(100_000);
+                    let d = 1 + rng.index(100_000);
                     let open = if rng.chance(2) { "(" } else { "%(" };
                     let close = if rng.chance(2) {
                         ")".repeat(d)
@@ -771,7 +752,7 @@ fn fuzz_cyrus_header() {
                 }
                 2 => {
                     let mut out = rng.pick_ref(&seeds).clone();
-                    let n = rng.below(out.len());
+                    let n = rng.index(out.len());
                     out.truncate(n);
                     out
                 }
@@ -835,7 +816,7 @@ fn fuzz_header_attribution_agrees_with_path() {
         |rng| {
             let domain = rng.pick(DOMAINS);
             let mut boxes = vec![if rng.chance(4) { "shared" } else { "user" }.to_string()];
-            for _ in 0..1 + rng.below(4) {
+            for _ in 0..1 + rng.index(4) {
                 boxes.push(rng.pick(WORDS).to_string());
             }
             let with_domain = !rng.chance(4);
@@ -952,7 +933,7 @@ fn fuzz_parse_display() {
                 .to_vec();
             if rng.chance(4) {
                 let mut out = Vec::new();
-                for _ in 0..rng.below(12) {
+                for _ in 0..rng.index(12) {
                     out.extend_from_slice(rng.pick(DICT));
                 }
                 out
@@ -1011,9 +992,9 @@ fn fuzz_routing_pattern() {
     run_target(
         "routing",
         |rng| {
-            let np = 1 + rng.below(6);
+            let np = 1 + rng.index(6);
             let pat: Vec<&str> = (0..np).map(|_| rng.pick(PSEG)).collect();
-            let nt = rng.below(8);
+            let nt = rng.index(8);
             let path: Vec<&str> = (0..nt).map(|_| rng.pick(SEG)).collect();
             let mut out = pat.join("/").into_bytes();
             if rng.chance(10) {
@@ -1059,7 +1040,7 @@ fn fuzz_routing_pattern_is_linear() {
     run_target(
         "routing-long",
         |rng| {
-            let n = 1 + rng.below(60);
+            let n = 1 + rng.index(60);
             let mut pat = Vec::new();
             for i in 0..n {
                 if i > 0 {
@@ -1074,12 +1055,12 @@ fn fuzz_routing_pattern_is_linear() {
                 ]));
             }
             pat.push(0);
-            let m = rng.below(2000);
+            let m = rng.index(2000);
             for i in 0..m {
                 if i > 0 {
                     pat.push(b'/');
                 }
-                pat.extend(std::iter::repeat_n(b'a', 1 + rng.below(200)));
+                pat.extend(std::iter::repeat_n(b'a', 1 + rng.index(200)));
             }
             pat
         },
@@ -1124,7 +1105,7 @@ fn fuzz_parse_size() {
                 .to_vec();
             if rng.chance(3) {
                 let mut out = Vec::new();
-                for _ in 0..rng.below(6) {
+                for _ in 0..rng.index(6) {
                     out.extend_from_slice(rng.pick(DICT));
                 }
                 out

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{Mount, Spec, recount};
+use common::{Mount, Spec, backing_bytes, mkdirs, recount, used};
 use serde_json::Value;
 
 const K: u64 = 1024;
@@ -53,6 +53,15 @@ fn cyrus(extra: &str) -> Mount {
         .mount()
 }
 
+/// `cyrus(extra)` with the given mailbox directories made.
+fn boxes(extra: &str, dirs: &[&str]) -> Mount {
+    let m = cyrus(extra);
+    for d in dirs {
+        mkdirs(&m, d);
+    }
+    m
+}
+
 /// `quota` lines go into BASE's `[quota]`; `control` is a whole section
 /// (with `state_dir`, which the harness then does not add).
 fn cyrus_with(quota: &str, control: &str) -> Mount {
@@ -76,10 +85,6 @@ fn pat(n: u64, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn mkdirs(m: &Mount, rel: &str) {
-    fs::create_dir_all(m.path(rel)).unwrap_or_else(|e| panic!("mkdir -p {rel}: {e}"));
 }
 
 fn put(m: &Mount, rel: &str, data: &[u8]) {
@@ -108,24 +113,12 @@ fn entry<'a>(u: &'a Value, list: &str, name: &str) -> Option<&'a Value> {
         .find(|e| e["name"] == name)
 }
 
-fn used_in(u: &Value, list: &str, name: &str) -> u64 {
-    entry(u, list, name).map_or(0, |e| e["used"].as_u64().expect("used is an integer"))
-}
-
 fn mb(m: &Mount, name: &str) -> u64 {
-    used_in(&m.usage(), "mailboxes", name)
+    used(&m.usage(), "mailboxes", name)
 }
 
 fn tn(m: &Mount, name: &str) -> u64 {
-    used_in(&m.usage(), "tenants", name)
-}
-
-/// Sum of file sizes under `rel` on every partition.
-fn backing_bytes(m: &Mount, rel: &str) -> u64 {
-    m.parts
-        .iter()
-        .map(|(n, _)| recount(&m.backing(n, rel)))
-        .sum()
+    used(&m.usage(), "tenants", name)
 }
 
 /// Usage of the three example.org mailboxes and the two tenants equals the
@@ -135,7 +128,7 @@ fn assert_matches_disk(m: &Mount) {
     let u = m.usage();
     for (dir, name) in [(JANE, JANE_MB), (BOB, BOB_MB), (ALICE, ALICE_MB)] {
         assert_eq!(
-            used_in(&u, "mailboxes", name),
+            used(&u, "mailboxes", name),
             backing_bytes(m, dir),
             "{name} vs disk"
         );
@@ -144,18 +137,18 @@ fn assert_matches_disk(m: &Mount) {
     // when there is no separately limited Archive.
     if entry(&u, "mailboxes", "user/john/Archive@example.org").is_none() {
         assert_eq!(
-            used_in(&u, "mailboxes", JOHN_MB),
+            used(&u, "mailboxes", JOHN_MB),
             backing_bytes(m, JOHN),
             "{JOHN_MB} vs disk"
         );
     }
     assert_eq!(
-        used_in(&u, "tenants", "example.org"),
+        used(&u, "tenants", "example.org"),
         backing_bytes(m, EXAMPLE),
         "example.org vs disk"
     );
     assert_eq!(
-        used_in(&u, "tenants", "other.org"),
+        used(&u, "tenants", "other.org"),
         backing_bytes(m, OTHER),
         "other.org vs disk"
     );
@@ -246,8 +239,7 @@ fn edquot_lines(m: &Mount) -> Vec<String> {
 
 #[test]
 fn write_to_exactly_the_limit_succeeds_one_byte_more_fails_unchanged() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let f1 = format!("{JOHN}/1.");
     let data = put_n(&m, &f1, 256 * K, 1);
     assert_eq!(mb(&m, JOHN_MB), 256 * K);
@@ -286,8 +278,7 @@ fn write_to_exactly_the_limit_succeeds_one_byte_more_fails_unchanged() {
 
 #[test]
 fn refused_large_write_keeps_previous_content_and_usage() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let f1 = format!("{JOHN}/1.");
     let data = put_n(&m, &f1, 100 * K, 3);
     // 200K more does not fit (156K room): whatever the kernel splits it
@@ -311,10 +302,7 @@ fn refused_large_write_keeps_previous_content_and_usage() {
 
 #[test]
 fn tenant_limit_caps_the_sum_of_its_mailboxes() {
-    let m = cyrus("");
-    for d in [JOHN, JANE, ALICE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE, ALICE]);
     put_n(&m, &format!("{JOHN}/1."), 200 * K, 1);
     // jane has no mailbox limit: only the tenant's remaining 824K.
     let jane1 = format!("{JANE}/1.");
@@ -350,10 +338,7 @@ fn tenant_limit_caps_the_sum_of_its_mailboxes() {
 
 #[test]
 fn every_growth_operation_is_refused_and_changes_nothing() {
-    let m = cyrus("");
-    for d in [JOHN, JANE, ALICE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE, ALICE]);
     let (a, b) = (format!("{JOHN}/1."), format!("{JOHN}/2."));
     let ad = put_n(&m, &a, 200 * K, 1);
     let bd = put_n(&m, &b, 56 * K, 2);
@@ -463,8 +448,7 @@ impl WriteAtEnd for &File {
 
 #[test]
 fn open_o_trunc_then_rewrite_is_limited_like_any_write() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let a = format!("{JOHN}/cyrus.squat");
     let b = format!("{JOHN}/1.");
     put_n(&m, &a, 56 * K, 1);
@@ -503,8 +487,7 @@ fn open_o_trunc_then_rewrite_is_limited_like_any_write() {
 
 #[test]
 fn shrinking_refunds_at_once() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let (a, b, c) = (
         format!("{JOHN}/1."),
         format!("{JOHN}/2."),
@@ -553,16 +536,13 @@ fn shrinking_refunds_at_once() {
 
 #[test]
 fn stage_files_are_never_refused_and_charged_when_linked() {
-    let m = cyrus("");
-    for d in [JOHN, JANE, BOB, STAGE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE, BOB, STAGE]);
     // Bigger than john's limit and any room: the stage write never fails.
     let big = format!("{STAGE}/1234-1-0");
     put_n(&m, &big, 300 * K, 1);
     let u = m.usage();
     assert_eq!(
-        used_in(&u, "tenants", "example.org"),
+        used(&u, "tenants", "example.org"),
         0,
         "stage is charged to nobody"
     );
@@ -623,10 +603,7 @@ fn stage_files_are_never_refused_and_charged_when_linked() {
 
 #[test]
 fn hard_links_across_mailboxes_are_charged_to_both() {
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     let a = format!("{JOHN}/1.");
     let b = format!("{JANE}/1.");
     put_n(&m, &a, 10 * K, 1);
@@ -666,10 +643,7 @@ fn hard_links_across_mailboxes_are_charged_to_both() {
 
 #[test]
 fn hard_links_survive_forget_and_restart() {
-    let mut m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let mut m = boxes("", &[JOHN, JANE]);
     let a = format!("{JOHN}/1.");
     put_n(&m, &a, 10 * K, 1);
     fs::hard_link(m.path(&a), m.path(&format!("{JANE}/1."))).unwrap();
@@ -694,10 +668,7 @@ fn hard_links_survive_forget_and_restart() {
 
 #[test]
 fn rename_across_mailboxes_and_tenants_moves_usage() {
-    let m = cyrus("");
-    for d in [JOHN, JANE, ALICE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE, ALICE]);
     let a = format!("{JOHN}/1.");
     put_n(&m, &a, 30 * K, 1);
     // Within one mailbox: nothing moves.
@@ -737,10 +708,7 @@ fn rename_across_mailboxes_and_tenants_moves_usage() {
 #[test]
 fn rename_replacing_a_bigger_file_in_a_full_mailbox_is_allowed() {
     // Net change for john: -56K +10K. Nothing grows, so nothing is refused.
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/1."), 200 * K, 1);
     put_n(&m, &format!("{JOHN}/2."), 56 * K, 2);
     let jd = put_n(&m, &format!("{JANE}/1."), 10 * K, 3);
@@ -752,10 +720,7 @@ fn rename_replacing_a_bigger_file_in_a_full_mailbox_is_allowed() {
 
 #[test]
 fn rename_exchange_across_mailboxes_swaps_usage() {
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/1."), 10 * K, 1);
     put_n(&m, &format!("{JANE}/1."), 30 * K, 2);
     let (p1, p2) = (
@@ -778,10 +743,7 @@ fn rename_exchange_across_mailboxes_swaps_usage() {
 
 #[test]
 fn directory_rename_moves_the_subtree_usage() {
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     let sent = format!("{JOHN}/Sent");
     mkdirs(&m, &format!("{sent}/2024"));
     put_n(&m, &format!("{sent}/1."), 20 * K, 1);
@@ -834,16 +796,16 @@ limit = "64K"
     put_n(&m, &format!("{JOHN}/1."), 156 * K, 3);
     let u = m.usage();
     assert_eq!(
-        used_in(&u, "mailboxes", "user/john/Archive@example.org"),
+        used(&u, "mailboxes", "user/john/Archive@example.org"),
         64 * K
     );
     assert_eq!(
-        used_in(&u, "mailboxes", JOHN_MB),
+        used(&u, "mailboxes", JOHN_MB),
         256 * K,
         "Sent counts in john, Archive does not"
     );
     assert_eq!(
-        used_in(&u, "tenants", "example.org"),
+        used(&u, "tenants", "example.org"),
         320 * K,
         "the tenant counts both"
     );
@@ -932,8 +894,7 @@ fn uuid_mailbox_is_attributed_when_its_cyrus_header_lands() {
 
 #[test]
 fn a_full_mailbox_can_still_expunge_within_metadata_grace() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     put_n(&m, &format!("{JOHN}/cyrus.index"), 8 * K, 1);
     put_n(&m, &format!("{JOHN}/cyrus.cache"), 8 * K, 2);
     for i in 1..=3 {
@@ -988,10 +949,7 @@ fn renaming_a_message_to_a_metadata_name_gets_no_grace_in_another_mailbox() {
     // A message moved into a full mailbox under a metadata-looking name is
     // still growth of that mailbox beyond its limit: grace applies only
     // within the grace amount, so 100K cannot go in.
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/1."), 256 * K, 1);
     put_n(&m, &format!("{JANE}/1."), 100 * K, 2);
     assert_edquot(
@@ -1043,7 +1001,7 @@ limit = "100K"
         2,
     );
     let u = m.usage();
-    assert_eq!(used_in(&u, "mailboxes", "john@example.org"), 100 * K);
+    assert_eq!(used(&u, "mailboxes", "john@example.org"), 100 * K);
     let mut f = File::create(m.path("example.org/john/Maildir/new/3.x")).unwrap();
     assert_edquot(f.write(b"x"), "maildir mailbox at its limit");
     drop(f);
@@ -1055,10 +1013,10 @@ limit = "100K"
     drop(f);
     let u = m.usage();
     assert_eq!(
-        used_in(&u, "tenants", "example.org"),
+        used(&u, "tenants", "example.org"),
         recount(&m.backing("fast", "example.org"))
     );
-    assert_eq!(used_in(&u, "mailboxes", "jane@example.org"), 92 * K);
+    assert_eq!(used(&u, "mailboxes", "jane@example.org"), 92 * K);
 }
 
 #[test]
@@ -1106,10 +1064,7 @@ limit = "10K"
 fn moving_mail_between_mailboxes_of_a_full_tenant_is_allowed() {
     // The tenant does not grow when a message (or a folder) moves between
     // two of its mailboxes, so a full tenant must not refuse it.
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/1."), 100 * K, 1);
     mkdirs(&m, &format!("{JANE}/Work"));
     put_n(&m, &format!("{JANE}/1."), 900 * K, 2);
@@ -1219,8 +1174,8 @@ fn eight_concurrent_processes_never_overshoot_a_mailbox_or_tenant() {
         assert!(err.contains("quota exceeded"), "dd failed otherwise: {err}");
     }
     let u = m.usage();
-    let john = used_in(&u, "mailboxes", JOHN_MB);
-    let tenant = used_in(&u, "tenants", "example.org");
+    let john = used(&u, "mailboxes", JOHN_MB);
+    let tenant = used(&u, "tenants", "example.org");
     assert!(john <= 256 * K, "john overshot: {john}");
     assert!(tenant <= 1024 * K, "tenant overshot: {tenant}");
     assert_eq!(john, backing_bytes(&m, JOHN));
@@ -1236,8 +1191,7 @@ fn eight_concurrent_processes_never_overshoot_a_mailbox_or_tenant() {
 
 #[test]
 fn quota_set_takes_effect_at_once_and_survives_a_remount() {
-    let mut m = cyrus("");
-    mkdirs(&m, JOHN);
+    let mut m = boxes("", &[JOHN]);
     put_n(&m, &format!("{JOHN}/1."), 100 * K, 1);
     let (ok, _, err) = m.cli(&["quota", "set", "--mailbox", JOHN_MB, "128K"]);
     assert!(ok, "quota set: {err}");
@@ -1289,7 +1243,7 @@ fn quota_set_takes_effect_at_once_and_survives_a_remount() {
         100 * K,
         "survives a remount"
     );
-    assert_eq!(used_in(&u, "mailboxes", JOHN_MB), 128 * K);
+    assert_eq!(used(&u, "mailboxes", JOHN_MB), 128 * K);
     let mut f = OpenOptions::new()
         .append(true)
         .open(m.path(&format!("{JOHN}/3.")))
@@ -1332,8 +1286,7 @@ fn quota_set_takes_effect_at_once_and_survives_a_remount() {
 
 #[test]
 fn non_root_cannot_use_the_control_interface() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     put_n(&m, &format!("{JOHN}/1."), 10 * K, 1);
     // Let nobody reach the mount point, so only the control check can refuse.
     use std::os::unix::fs::PermissionsExt;
@@ -1455,10 +1408,7 @@ fn statvfs(p: &Path) -> libc::statvfs {
 
 #[test]
 fn df_on_a_mailbox_directory_shows_its_quota() {
-    let m = cyrus("");
-    for d in [JOHN, JANE, ALICE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE, ALICE]);
     put_n(&m, &format!("{JOHN}/1."), 100 * K, 1);
     let v = statvfs(&m.path(JOHN));
     let bs = v.f_frsize as u64;
@@ -1502,8 +1452,7 @@ fn df_on_a_mailbox_directory_shows_its_quota() {
 
 #[test]
 fn df_on_a_tenant_directory_shows_the_tenant_quota() {
-    let m = cyrus("");
-    mkdirs(&m, JANE);
+    let m = boxes("", &[JANE]);
     put_n(&m, &format!("{JANE}/1."), 100 * K, 1);
     let v = statvfs(&m.path(EXAMPLE));
     let bs = v.f_frsize as u64;
@@ -1565,16 +1514,12 @@ fn usage_after_sigkill_mid_write_equals_a_recount() {
     let u = m.usage();
     let big = backing_bytes(&m, "mail/domain/b/big.org");
     assert!(big > 0, "the writers wrote nothing before the kill");
-    assert_eq!(used_in(&u, "tenants", "big.org"), big);
+    assert_eq!(used(&u, "tenants", "big.org"), big);
     for d in &dirs {
         let name = format!("user/{}@big.org", d.rsplit('/').next().unwrap());
-        assert_eq!(
-            used_in(&u, "mailboxes", &name),
-            backing_bytes(&m, d),
-            "{name}"
-        );
+        assert_eq!(used(&u, "mailboxes", &name), backing_bytes(&m, d), "{name}");
     }
-    assert_eq!(used_in(&u, "mailboxes", JOHN_MB), 207 * K);
+    assert_eq!(used(&u, "mailboxes", JOHN_MB), 207 * K);
     assert_matches_disk(&m);
 }
 
@@ -1582,10 +1527,7 @@ fn usage_after_sigkill_mid_write_equals_a_recount() {
 
 #[test]
 fn usage_json_has_exactly_the_documented_shape() {
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/1."), 10 * K, 1);
     put_n(&m, &format!("{JANE}/1."), 20 * K, 2);
     let u = m.usage();
@@ -1637,10 +1579,7 @@ fn usage_json_has_exactly_the_documented_shape() {
 
 #[test]
 fn each_refusal_logs_one_complete_line() {
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/1."), 256 * K, 1);
     let before = edquot_lines(&m).len();
     let mut f = File::create(m.path(&format!("{JOHN}/2."))).unwrap();
@@ -1757,10 +1696,7 @@ fn moving_mail_between_folders_of_a_full_mailbox_is_allowed() {
 
 #[test]
 fn an_open_file_follows_its_name_to_another_mailbox() {
-    let m = cyrus("");
-    for d in [JOHN, JANE] {
-        mkdirs(&m, d);
-    }
+    let m = boxes("", &[JOHN, JANE]);
     put_n(&m, &format!("{JOHN}/0."), 250 * K, 1);
     let mut f = File::create(m.path(&format!("{JANE}/1."))).unwrap();
     f.write_all(&pat(10 * K, 2)).unwrap();
@@ -1787,8 +1723,7 @@ fn an_open_file_follows_its_name_to_another_mailbox() {
 
 #[test]
 fn a_sparse_write_is_charged_by_apparent_size() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let f = File::create(m.path(&format!("{JOHN}/1."))).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_at(b"x", 200 * K).unwrap();
@@ -1832,8 +1767,7 @@ fn quota_cli_rejects_bad_input_and_changes_nothing() {
 /// readers are gone the writer's growth is refused at the limit as always.
 #[test]
 fn passthrough_readers_never_let_a_writer_past_the_limit() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let msg = format!("{JOHN}/1.");
     let data = put_n(&m, &msg, 200 * K, 7);
     // The daemon may hear of the writer's close (an asynchronous RELEASE)
@@ -1876,8 +1810,7 @@ fn passthrough_readers_never_let_a_writer_past_the_limit() {
 /// writer's OPEN when several request threads run).
 #[test]
 fn a_closed_passthrough_reader_never_blocks_the_next_writer() {
-    let m = cyrus("");
-    mkdirs(&m, JOHN);
+    let m = boxes("", &[JOHN]);
     let msg = format!("{JOHN}/1.");
     let data = put_n(&m, &msg, 8 * K, 3);
     for round in 0..300 {

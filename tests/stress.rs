@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Spec, recount};
+use common::{BIN, Rng, Spec, backing_bytes, used};
 
 const K: u64 = 1024;
 const MAILBOX_LIMIT: u64 = 256 * K;
@@ -98,31 +98,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-// --- PRNG -------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
 }
 
 // --- the model ---------------------------------------------------------------------
@@ -718,7 +693,7 @@ impl Engine {
     }
 
     fn run_worker(&self, seed: u64, deadline: Instant) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         while Instant::now() < deadline && !self.stop.load(Ordering::Acquire) {
             self.one_op(&mut rng);
         }
@@ -810,15 +785,6 @@ fn usage(mnt: &Path) -> Result<serde_json::Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
-fn used(u: &serde_json::Value, list: &str, name: &str) -> u64 {
-    u[list]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["name"] == name)
-        .map_or(0, |e| e["used"].as_u64().unwrap_or(0))
-}
-
 /// Any usage above limit + grace: a description of it.
 fn over_limit(u: &serde_json::Value) -> Option<String> {
     for (_, name, _) in MAILBOXES {
@@ -859,12 +825,7 @@ fn daemon_stacks(pid: u32) -> String {
 
 fn assert_usage_matches_recount(m: &common::Mount, when: &str) {
     let u = m.usage();
-    let disk = |rel: &str| -> u64 {
-        m.parts
-            .iter()
-            .map(|(n, _)| recount(&m.backing(n, rel)))
-            .sum()
-    };
+    let disk = |rel: &str| backing_bytes(m, rel);
     for (dir, name, _) in MAILBOXES {
         assert_eq!(
             used(&u, "mailboxes", name),

@@ -421,3 +421,66 @@ impl LoopFs {
         }
     }
 }
+
+/// SplitMix64: tiny and deterministic; the stress run and the fuzzers
+/// draw their seeded choices from it.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// An index into something `len` long (0 when it is empty).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// Sum of file sizes under `rel` on every partition of `m`: what a
+/// mailbox or tenant directory's usage must equal.
+pub fn backing_bytes(m: &Mount, rel: &str) -> u64 {
+    m.parts
+        .iter()
+        .map(|(n, _)| recount(&m.backing(n, rel)))
+        .sum()
+}
+
+/// `mkdir -p` of a spool path through the mount.
+pub fn mkdirs(m: &Mount, rel: &str) {
+    fs::create_dir_all(m.path(rel)).unwrap_or_else(|e| panic!("mkdir -p {rel}: {e}"));
+}
+
+/// The bytes used by `name` in a usage report's `list` ("mailboxes" or
+/// "tenants"); 0 when it is not listed.
+pub fn used(u: &serde_json::Value, list: &str, name: &str) -> u64 {
+    u[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == name)
+        .map_or(0, |e| e["used"].as_u64().expect("used is an integer"))
+}
