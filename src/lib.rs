@@ -5,6 +5,7 @@
 //! core (`fs`) decides; `fuse` only adapts kernel requests to it.
 
 pub mod backing;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod error;
