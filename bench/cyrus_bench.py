@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -114,7 +115,19 @@ class Round:
                     "requests": request_delta(before, after_deliver, after_fetch)}
         finally:
             self.h.drop_connections()
+            self.keep_daemon_log()
             E2E.ENV.cleanup()
+
+    def keep_daemon_log(self):
+        """With --keep-logs DIR, the spoolfs daemon's log (e.g. with
+        RUST_LOG=fuser=debug, every request) outlives the round."""
+        src = os.path.join(self.h.tmp or "", "spoolfs.log")
+        if self.args.keep_logs and os.path.exists(src):
+            os.makedirs(self.args.keep_logs, exist_ok=True)
+            E2E.ENV.spoolfs_log and E2E.ENV.spoolfs_log.flush()
+            dst = os.path.join(self.args.keep_logs, f"spoolfs-{os.getpid()}-"
+                               f"{int(time.time() * 1000)}.log")
+            shutil.copyfile(src, dst)
 
     def add_users(self):
         for user in self.work.users:
@@ -273,6 +286,8 @@ def main():
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--spoolfs-bin", default=None)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--keep-logs", default=None, metavar="DIR",
+                    help="copy each spoolfs round's daemon log into DIR")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("cyrus_bench.py must run as root", file=sys.stderr)
