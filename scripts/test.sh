@@ -37,6 +37,9 @@ if [ "${1:-}" != "--quick" ]; then
   cargo build --release --manifest-path bench/Cargo.toml
   bench/target/release/spoolfs-bench --scale tiny --runs 1 --targets native,spoolfs \
     --spoolfs-bin "$PWD/target/release/spoolfs"
+  # the real-daemon benchmark, small, so that it cannot rot
+  python3 bench/cyrus_bench.py --rounds 1 --messages 60 --mailboxes 12 --domains 3 \
+    --spoolfs-bin "$PWD/target/release/spoolfs"
 fi
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
