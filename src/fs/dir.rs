@@ -48,7 +48,8 @@ impl SpoolFs {
         self.give_to_caller(&fd, who, &pfd, mode & !umask)?;
         let (node, st) = self.lookup_node(&dir, name)?;
         if let Some(folder) = self.folder_of(&node) {
-            self.ledger.set_partition(folder, self.partition_name(part));
+            self.accounts
+                .set_partition(folder, self.partition_name(part));
         }
         Ok(self.attr(node.ino, &st))
     }

@@ -19,6 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use super::accounts::FileState;
 use super::anchor::{Anchor, LeafFd};
 use super::listing::Listings;
 use crate::backing::{self, AsFdRef};
@@ -111,20 +112,6 @@ pub struct FileNode {
     pub opens: Mutex<OpenState>,
     /// Signalled when the last passthrough open of this file is released.
     pub passthrough_gone: Condvar,
-}
-
-/// What the accounting path knows about a regular file.
-#[derive(Debug, Default)]
-pub struct FileState {
-    pub size: u64,
-    pub nlink: u64,
-    /// One entry per name in an attributed folder (a multiset).
-    pub charges: Vec<FolderId>,
-    /// Whether the last name seen is a metadata file (gets the grace).
-    pub metadata: bool,
-    /// Last name seen, for log lines only.
-    pub parent: u64,
-    pub name: OsString,
 }
 
 /// Open-mode bookkeeping for passthrough: the kernel wants every open of an

@@ -34,7 +34,7 @@ impl SpoolFs {
         if let Some(node) = self.inodes.forget(ino, n)
             && let Some(f) = node.file()
         {
-            self.release_file_state(f);
+            self.accounts.release_file_state(f);
         }
     }
 
@@ -84,7 +84,7 @@ impl SpoolFs {
     fn retire(&self, node: &Node, key: &Key) {
         self.inodes.forget_key(key);
         if let Some(f) = node.file() {
-            self.files.remove_if(key, |_, s| Arc::ptr_eq(s, &f.state));
+            self.accounts.retire(key, &f.state);
         }
         self.forget(node.ino, 1);
     }

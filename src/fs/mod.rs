@@ -4,7 +4,8 @@
 //! One file per family of operations:
 //! - `inode.rs`   inode numbers, nodes, the table
 //! - `anchor.rs`  how file nodes reach their backing inode (descriptor or handle)
-//! - `account.rs` the one accounting path for sizes and names (quota)
+//! - `accounts.rs` the accounting type: every charge, owner and transfer (quota)
+//! - `account.rs` folders of directories, file states met by name, refusal logs
 //! - `lookup.rs`  lookup, getattr, forget, readlink
 //! - `dir.rs`     mkdir, rmdir, readdir, union directories
 //! - `listing.rs` the snapshots READDIR serves, and their offsets
@@ -17,6 +18,7 @@
 //! - `health.rs`  naming the partition in trouble in the log
 
 mod account;
+mod accounts;
 mod anchor;
 mod create;
 mod dir;
@@ -30,27 +32,27 @@ mod setattr;
 mod statfs;
 mod xattr;
 
-use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
 use fuser::{FileAttr, FileType, INodeNo};
 
 use crate::backing::{self, AsFdRef};
 use crate::config::Config;
 use crate::error::{FsError, FsResult};
 use crate::layout::Layout;
-use crate::quota::{FolderId, Ledger};
+use crate::quota::Ledger;
 use crate::routing::Router;
 
+use accounts::Accounts;
 pub use anchor::set_budget as set_descriptor_budget;
 pub use dir::DirEntryOut;
 pub use file::Opened;
-use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
+use inode::{Body, DirNode, InodeTable, Key, Loc, Node, ROOT_INO};
 pub use listing::offset_after;
 pub use setattr::SetAttr;
 pub use statfs::StatFs;
@@ -77,18 +79,13 @@ pub struct SpoolFs {
     pub partitions: Vec<Partition>,
     router: Router,
     pub layout: Layout,
+    /// For reports and run-time limits (the control socket); every charge
+    /// goes through `accounts`.
     pub ledger: Arc<Ledger>,
+    /// The one accounting path (see `accounts.rs`).
+    pub accounts: Accounts,
     inodes: InodeTable,
-    /// Regular files' accounting state, by backing key: every file with a
-    /// live node, and every file with more than one name (so its names'
-    /// charges survive the node being forgotten).
-    files: DashMap<Key, Arc<Mutex<FileState>>>,
     handles: file::Handles,
-    /// Bumped whenever a directory's folder may have changed (directory
-    /// renames, `cyrus.header` landing): cached folders are then recomputed.
-    epoch: AtomicU64,
-    /// Owners of UUID mailbox directories learned from their `cyrus.header`.
-    uuid_owners: DashMap<PathBuf, FolderId>,
     /// Off once the kernel has refused a passthrough backing file.
     passthrough: AtomicBool,
     pub ttl: Duration,
@@ -123,13 +120,11 @@ impl SpoolFs {
             passthrough: AtomicBool::new(config.mount.passthrough),
             config,
             partitions,
+            accounts: Accounts::new(ledger.clone()),
             ledger,
             inodes: InodeTable::new(root, &root_keys),
-            files: DashMap::new(),
             handles: file::Handles::default(),
             health: health::HealthLog::new(partition_count),
-            epoch: AtomicU64::new(1),
-            uuid_owners: DashMap::new(),
         })
     }
 
@@ -238,4 +233,17 @@ fn is_dir(st: &libc::stat) -> bool {
 
 fn is_reg(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// Every entry of a backing directory with its component and `lstat`;
+/// entries that vanish meanwhile or have unusable names are skipped.
+pub fn stat_entries(dir: BorrowedFd) -> std::io::Result<Vec<(OsString, CString, libc::stat)>> {
+    Ok(backing::read_dir(dir)?
+        .into_iter()
+        .filter_map(|e| {
+            let c = backing::component(&e.name).ok()?;
+            let st = backing::stat_at(dir, &c).ok()?;
+            Some((e.name, c, st))
+        })
+        .collect())
 }

@@ -32,10 +32,8 @@ impl SpoolFs {
                 .state
                 .lock()
                 .unwrap()
-                .charges
-                .first()
-                .copied()
-                .and_then(|f| self.ledger.statfs_quota(f)),
+                .some_folder()
+                .and_then(|f| self.accounts.statfs_quota(f)),
             Body::Other(_) => None,
         };
         let Some((limit, used)) = quota else {

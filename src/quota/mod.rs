@@ -243,14 +243,16 @@ impl Ledger {
     /// on net growth (charges minus credits), then applied at once — `charges`
     /// added, `credits` taken off usage — so every report shows the
     /// outcome and no account shows more than the transfer leaves it. The
-    /// credited bytes stay held against the limits until `end_transfer`, so
-    /// nothing else can use that room before the names have really left.
+    /// credited bytes stay held against the limits until the transfer ends,
+    /// so nothing else can use that room before the names have really left.
+    /// The returned guard is undone when dropped unless committed, so no
+    /// error path can leave bytes held.
     pub fn begin_transfer(
         &self,
         charges: &[(FolderId, u64)],
         credits: &[(FolderId, u64)],
         kind: ChargeKind,
-    ) -> Result<Transfer, Refusal> {
+    ) -> Result<Transfer<'_>, Refusal> {
         let mut state = self.lock();
         self.charge_checked(&mut state, charges, credits, kind)?;
         let credits = credits
@@ -258,14 +260,16 @@ impl Ledger {
             .map(|&(folder, bytes)| (folder, state.credit_held(folder, bytes, self.warn_percent)))
             .collect();
         Ok(Transfer {
+            ledger: self,
             charges: charges.to_vec(),
             credits,
+            committed: false,
         })
     }
 
     /// Ends a transfer: releases the held bytes, and undoes the transfer if
     /// the operation failed.
-    pub fn end_transfer(&self, t: Transfer, done: bool) {
+    fn end_transfer(&self, t: &Transfer, done: bool) {
         let mut state = self.lock();
         for &(folder, bytes) in &t.credits {
             state.release_held(folder, bytes);
@@ -381,9 +385,29 @@ impl Ledger {
     }
 }
 
-/// A transfer under way (see `Ledger::begin_transfer`); must be ended.
-#[must_use = "a transfer must be ended with Ledger::end_transfer"]
-pub struct Transfer {
+/// A transfer under way (see `Ledger::begin_transfer`): committed once the
+/// operation it covers has happened, undone when dropped otherwise.
+#[must_use = "a transfer is undone when dropped; commit it once the operation is done"]
+pub struct Transfer<'a> {
+    ledger: &'a Ledger,
     charges: Vec<(FolderId, u64)>,
     credits: Vec<(FolderId, u64)>,
+    committed: bool,
+}
+
+impl Transfer<'_> {
+    /// The operation happened: the transfer stands and the held bytes are
+    /// released.
+    pub fn commit(mut self) {
+        self.committed = true;
+        self.ledger.end_transfer(&self, true);
+    }
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.ledger.end_transfer(self, false);
+        }
+    }
 }

@@ -119,7 +119,7 @@ fn transfers_are_checked_on_net_growth() {
     let t = ledger
         .begin_transfer(&[(john, 300)], &[(jane, 300)], ChargeKind::Data)
         .unwrap();
-    ledger.end_transfer(t, true);
+    t.commit();
     assert_eq!(ledger.usage(&mailbox(JOHN)), 900);
     assert_eq!(ledger.usage(&mailbox(JANE)), 600);
     assert_eq!(ledger.usage(&tenant(TENANT)), 1500);
@@ -143,14 +143,14 @@ fn transfers_are_checked_on_net_growth() {
             ChargeKind::Data,
         )
         .unwrap();
-    ledger.end_transfer(t, true);
+    t.commit();
     assert_eq!(ledger.usage(&mailbox(JOHN)), 950);
     // Credits only offset accounts the charges touch.
     let other = id(&ledger, "user/x@other.org");
     let t = ledger
         .begin_transfer(&[(other, 10)], &[(jane, 10)], ChargeKind::Data)
         .unwrap();
-    ledger.end_transfer(t, true);
+    t.commit();
     assert_eq!(ledger.usage(&tenant("other.org")), 10);
 }
 
@@ -167,8 +167,8 @@ fn a_transfer_under_way_shows_its_outcome_but_holds_the_room() {
     // But jane's 300 are not free until the rename is done.
     let r = ledger.reserve(&[jane], 1, ChargeKind::Data).unwrap_err();
     assert_eq!(r.scope, tenant(TENANT));
-    // The rename failed: everything is as before.
-    ledger.end_transfer(t, false);
+    // The rename failed: dropping the transfer undoes it.
+    drop(t);
     assert_eq!(ledger.usage(&mailbox(JOHN)), 600);
     assert_eq!(ledger.usage(&mailbox(JANE)), 900);
     assert!(
