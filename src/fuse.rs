@@ -5,18 +5,19 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
+    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use log::debug;
 
 use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, SpoolFs, offset_after};
+use crate::fs::{Attr, Caller, FileKind, PassthroughId, SetAttr, SetTime, SpoolFs, offset_after};
 use crate::invalidate::DirInvalidator;
 
 pub struct FuseAdapter {
@@ -85,7 +86,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
+            Ok(attr) => reply.entry(&self.ttl(), &file_attr(&attr), GEN),
             Err(e) => reply.error(self.errno("lookup", e)),
         }
     }
@@ -96,7 +97,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(attr) => reply.attr(&self.ttl(), &attr),
+            Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(self.errno("getattr", e)),
         }
     }
@@ -124,12 +125,12 @@ impl Filesystem for FuseAdapter {
             uid,
             gid,
             size,
-            atime,
-            mtime,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
             fh: fh.map(|f| f.0),
         };
         match self.fs.setattr(ino.0, change) {
-            Ok(attr) => reply.attr(&self.ttl(), &attr),
+            Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(self.errno("setattr", e)),
         }
     }
@@ -156,7 +157,7 @@ impl Filesystem for FuseAdapter {
             .mknod(caller(req), parent.0, name, mode, umask, rdev)
         {
             Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
+                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
                 self.changed(parent);
             }
             Err(e) => reply.error(self.errno("mknod", e)),
@@ -174,7 +175,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.mkdir(caller(req), parent.0, name, mode, umask) {
             Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
+                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
                 self.changed(parent);
             }
             Err(e) => reply.error(self.errno("mkdir", e)),
@@ -211,7 +212,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.symlink(caller(req), parent.0, link_name, target) {
             Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
+                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
                 self.changed(parent);
             }
             Err(e) => reply.error(self.errno("symlink", e)),
@@ -253,7 +254,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.link(ino.0, newparent.0, newname) {
             Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
+                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
                 self.changed(newparent);
             }
             Err(e) => reply.error(self.errno("link", e)),
@@ -261,8 +262,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0, |fd| reply.open_backing(fd)) {
-            Ok(o) => match &o.backing {
+        let backing = |fd: std::os::fd::BorrowedFd| reply.open_backing(fd).map(PassthroughId::new);
+        match self.fs.open(ino.0, flags.0, backing) {
+            Ok(o) => match o.backing.as_ref().and_then(|b| b.get::<BackingId>()) {
                 Some(id) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), id),
                 None => reply.opened(FileHandle(o.fh), OPEN_FLAGS),
             },
@@ -369,7 +371,7 @@ impl Filesystem for FuseAdapter {
         };
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let next = offset_after(page.generation, i);
-            if reply.add(INodeNo(e.ino), next, e.kind, &e.name) {
+            if reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name) {
                 break;
             }
         }
@@ -449,7 +451,13 @@ impl Filesystem for FuseAdapter {
             .create(caller(req), parent.0, name, mode, umask, flags)
         {
             Ok((attr, fh)) => {
-                reply.created(&self.ttl(), &attr, GEN, FileHandle(fh), OPEN_FLAGS);
+                reply.created(
+                    &self.ttl(),
+                    &file_attr(&attr),
+                    GEN,
+                    FileHandle(fh),
+                    OPEN_FLAGS,
+                );
                 self.changed(parent);
             }
             Err(e) => reply.error(self.errno("create", e)),
@@ -517,6 +525,95 @@ impl FuseAdapter {
             Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(self.errno("xattr", e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The core's types as fuser's
+// ---------------------------------------------------------------------------
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: UNIX_EPOCH,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Directory => FileType::Directory,
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::NamedPipe => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+                Err(e) => before_epoch(e.duration()),
+            };
+            SetTime::At { sec, nsec }
+        }
+        TimeOrNow::Now => SetTime::Now,
+    }
+}
+
+/// The kernel's `(tv_sec, tv_nsec)` for a time before 1970, from how
+/// fuser 0.18 turned it into a `SystemTime`: it computes
+/// `UNIX_EPOCH - Duration::new(-tv_sec, tv_nsec)` (subtracting the
+/// nanoseconds instead of adding them), so the inverse is the duration's
+/// parts as they are — normalising them would move the time by twice the
+/// nanoseconds (`-31536000 s + 5 ns` would become `-31536000 s - 5 ns`).
+fn before_epoch(d: Duration) -> (i64, u32) {
+    (-(d.as_secs() as i64), d.subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What fuser 0.18 hands us for the kernel's `(sec, nsec)`.
+    fn from_kernel(sec: i64, nsec: u32) -> SystemTime {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::new((-sec) as u64, nsec)
+        }
+    }
+
+    #[test]
+    fn kernel_times_round_trip_also_before_1970() {
+        for (sec, nsec) in [
+            (1_500_000_000, 987_654_321),
+            (0, 0),
+            (0, 7),
+            (-1, 0),
+            (-1, 5),
+            (-31_536_000, 5),
+            (-31_536_000, 999_999_999),
+        ] {
+            let t = set_time(TimeOrNow::SpecificTime(from_kernel(sec, nsec)));
+            assert_eq!(t, SetTime::At { sec, nsec }, "{sec} {nsec}");
         }
     }
 }

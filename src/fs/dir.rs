@@ -11,11 +11,9 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{FileAttr, FileType};
-
 use super::inode::{Key, Node, ROOT_INO};
 use super::listing::Page;
-use super::{Caller, SpoolFs, file_type, is_dir};
+use super::{Attr, Caller, FileKind, SpoolFs, is_dir};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
@@ -23,7 +21,7 @@ use crate::error::{FsError, FsResult};
 #[derive(Clone, Debug)]
 pub struct DirEntryOut {
     pub name: OsString,
-    pub kind: FileType,
+    pub kind: FileKind,
     pub ino: u64,
 }
 
@@ -35,7 +33,7 @@ impl SpoolFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-    ) -> FsResult<FileAttr> {
+    ) -> FsResult<Attr> {
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         if self.name_exists(&dir, &c)? {
@@ -107,7 +105,7 @@ impl SpoolFs {
         let d = node.dir().expect("dir_node");
         let dot = |name: &str, ino| DirEntryOut {
             name: name.into(),
-            kind: FileType::Directory,
+            kind: FileKind::Directory,
             ino,
         };
         let mut out = vec![dot(".", node.ino), dot("..", self.parent_of(node.ino)?)];
@@ -119,7 +117,7 @@ impl SpoolFs {
                     let key = Key { dev, ino: e.ino };
                     let ino = self.inodes.listed_ino(&key);
                     out.push(DirEntryOut {
-                        kind: file_type(dtype_mode(e.d_type)),
+                        kind: FileKind::of_mode(dtype_mode(e.d_type)),
                         name: e.name,
                         ino,
                     });

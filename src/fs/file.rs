@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use fuser::BackingId;
 use log::warn;
 
-use super::SpoolFs;
 use super::inode::{FileNode, Node};
+use super::{PassthroughId, SpoolFs};
 use crate::backing;
 use crate::error::{FsError, FsResult};
 use crate::layout::CYRUS_HEADER;
@@ -72,7 +71,7 @@ impl Handles {
 /// through to, if any.
 pub struct Opened {
     pub fh: u64,
-    pub backing: Option<Arc<BackingId>>,
+    pub backing: Option<PassthroughId>,
 }
 
 /// How long a writer waits for the RELEASE of passthrough readers that
@@ -91,7 +90,7 @@ impl SpoolFs {
         &self,
         ino: u64,
         flags: i32,
-        make_backing: impl FnOnce(BorrowedFd) -> io::Result<BackingId>,
+        make_backing: impl FnOnce(BorrowedFd) -> io::Result<PassthroughId>,
     ) -> FsResult<Opened> {
         let node = self.node(ino)?;
         let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
@@ -138,8 +137,8 @@ impl SpoolFs {
         file: &FileNode,
         fd: &OwnedFd,
         writable: bool,
-        make_backing: impl FnOnce(BorrowedFd) -> io::Result<BackingId>,
-    ) -> FsResult<Option<Arc<BackingId>>> {
+        make_backing: impl FnOnce(BorrowedFd) -> io::Result<PassthroughId>,
+    ) -> FsResult<Option<PassthroughId>> {
         let mut o = file.opens.lock().unwrap();
         if writable {
             // The kernel sends RELEASE asynchronously after close(2), so a
@@ -165,7 +164,7 @@ impl SpoolFs {
                 return Ok(None);
             }
             match make_backing(fd.as_fd()) {
-                Ok(id) => o.backing = Some(Arc::new(id)),
+                Ok(id) => o.backing = Some(id),
                 Err(e) => {
                     warn!("kernel passthrough unavailable ({e}); reads go through the daemon");
                     self.passthrough.store(false, Ordering::Relaxed);

@@ -120,7 +120,7 @@ pub struct FileNode {
 pub struct OpenState {
     pub writers: u32,
     pub passthrough_opens: u32,
-    pub backing: Option<Arc<fuser::BackingId>>,
+    pub backing: Option<super::PassthroughId>,
 }
 
 impl Node {

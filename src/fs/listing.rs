@@ -123,7 +123,7 @@ impl Listings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fuser::FileType;
+    use crate::fs::FileKind;
 
     fn entries(names: &[&str]) -> Vec<DirEntryOut> {
         names
@@ -131,7 +131,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| DirEntryOut {
                 name: n.into(),
-                kind: FileType::RegularFile,
+                kind: FileKind::RegularFile,
                 ino: i as u64 + 10,
             })
             .collect()

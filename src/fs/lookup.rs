@@ -3,10 +3,8 @@
 use std::ffi::{CStr, OsStr};
 use std::sync::{Arc, Condvar, Mutex};
 
-use fuser::FileAttr;
-
 use super::inode::{Body, DirNode, FileNode, Key, LeafNode, Loc, Node, OpenState};
-use super::{SpoolFs, is_dir, is_reg};
+use super::{Attr, SpoolFs, is_dir, is_reg};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
@@ -14,7 +12,7 @@ use crate::error::{FsError, FsResult};
 pub(super) type Found = (usize, libc::stat);
 
 impl SpoolFs {
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
         let dir = self.dir_node(parent)?;
         let (node, st) = self.lookup_node(&dir, name)?;
         Ok(self.attr(node.ino, &st))
@@ -22,7 +20,7 @@ impl SpoolFs {
 
     /// `fh` is the open file an `fstat` came through, if any: it reaches
     /// the file even after its last name is gone.
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<FileAttr> {
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
         if let Some(st) = fh.and_then(|fh| self.stat_open(fh, ino)) {
             return Ok(self.attr(ino, &st?));
         }

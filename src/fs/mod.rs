@@ -15,6 +15,7 @@
 //! - `rename.rs`  rename, link, unlink
 //! - `xattr.rs`   extended attributes
 //! - `statfs.rs`  df: partition space or quota
+//! - `types.rs`   what the core answers with (attributes, kinds, passthrough ids)
 //! - `health.rs`  naming the partition in trouble in the log
 
 mod account;
@@ -30,6 +31,7 @@ mod lookup;
 mod rename;
 mod setattr;
 mod statfs;
+mod types;
 mod xattr;
 
 use std::ffi::{CString, OsStr, OsString};
@@ -37,9 +39,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use fuser::{FileAttr, FileType, INodeNo};
+use std::time::Duration;
 
 use crate::backing::{self, AsFdRef};
 use crate::config::Config;
@@ -56,6 +56,7 @@ use inode::{Body, DirNode, InodeTable, Key, Loc, Node, ROOT_INO};
 pub use listing::offset_after;
 pub use setattr::SetAttr;
 pub use statfs::StatFs;
+pub use types::{Attr, FileKind, PassthroughId, SetTime};
 pub use xattr::CONTROL_XATTR;
 
 /// Who is asking: the credentials FUSE passes with every request.
@@ -159,26 +160,10 @@ impl SpoolFs {
         self.dir_path(dir).join(name)
     }
 
-    /// The attributes the kernel sees: the backing `lstat` with our inode
+    /// The attributes callers see: the backing `lstat` with our inode
     /// number.
-    pub fn attr(&self, ino: u64, st: &libc::stat) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size: st.st_size as u64,
-            blocks: st.st_blocks as u64,
-            atime: time(st.st_atime, st.st_atime_nsec),
-            mtime: time(st.st_mtime, st.st_mtime_nsec),
-            ctime: time(st.st_ctime, st.st_ctime_nsec),
-            crtime: UNIX_EPOCH,
-            kind: file_type(st.st_mode),
-            perm: (st.st_mode & 0o7777) as u16,
-            nlink: st.st_nlink as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            rdev: st.st_rdev as u32,
-            blksize: st.st_blksize as u32,
-            flags: 0,
-        }
+    pub fn attr(&self, ino: u64, st: &libc::stat) -> Attr {
+        Attr::from_stat(ino, st)
     }
 
     pub fn partition_name(&self, part: usize) -> &str {
@@ -205,26 +190,6 @@ fn open_partition(name: &str, path: &std::path::Path) -> std::io::Result<Partiti
         root: Arc::new(root),
         handle_root: Arc::new(handle_root),
     })
-}
-
-fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
-}
-
-pub fn file_type(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
 }
 
 fn is_dir(st: &libc::stat) -> bool {

@@ -9,13 +9,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fuser::FileAttr;
-
 use super::account::RenamePlan;
 use super::accounts::{ChargeMove, SubtreeMove};
 use super::inode::{Key, Node};
 use super::lookup::Found;
-use super::{SpoolFs, is_dir, is_reg, stat_entries};
+use super::{Attr, SpoolFs, is_dir, is_reg, stat_entries};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 use crate::layout::CYRUS_HEADER;
@@ -49,7 +47,7 @@ impl SpoolFs {
         self.remove_name(key, &state, &dir, unlink)
     }
 
-    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
         let node = self.node(ino)?;
         let leaf = node.leaf().ok_or(FsError::Errno(libc::EPERM))?;
         let dir = self.dir_node(newparent)?;
