@@ -2,6 +2,8 @@
 //! temporary partitions and always unmounts, also when a test panics.
 #![allow(dead_code)]
 
+pub mod corefs;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
