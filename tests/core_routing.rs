@@ -68,3 +68,43 @@ fn names_that_would_leave_the_partition_are_refused() {
     assert_eq!(errno(c.fs.lookup(ROOT, os(".."))), libc::EINVAL);
     assert_eq!(errno(c.fs.lookup(ROOT, os("a/b"))), libc::EINVAL);
 }
+
+/// Errors carry their reason as a variant, not only an errno.
+#[test]
+fn errors_name_their_reason() {
+    use spoolfs::error::FsError;
+    let c = core();
+    c.mkdirs("mail/a/sub");
+    c.mkdirs("archive/b");
+    c.put("mail/a/1.", 10).unwrap();
+    let a = c.ino("mail/a").unwrap();
+    assert!(matches!(c.fs.lookup(a, os("none")), Err(FsError::NotFound)));
+    let who = spoolfs::fs::Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+    assert!(matches!(
+        c.fs.mkdir(who, a, os("sub"), 0o755, 0),
+        Err(FsError::Exists)
+    ));
+    let mail = c.ino("mail").unwrap();
+    assert!(matches!(c.fs.rmdir(mail, os("a")), Err(FsError::NotEmpty)));
+    assert!(matches!(
+        c.rename("mail/a/1.", "archive/b/1.", 0),
+        Err(FsError::CrossPartition)
+    ));
+    assert!(matches!(c.unlink("mail/a/sub"), Err(FsError::IsDir)));
+    assert!(matches!(
+        c.fs.link(a, mail, os("x")),
+        Err(FsError::Permission)
+    ));
+    assert!(matches!(c.fs.readlink(a), Err(FsError::WrongKind)));
+    assert!(matches!(c.fs.getattr(1 << 60, None), Err(FsError::Stale)));
+    assert!(matches!(c.fs.write(999, 0, b"x"), Err(FsError::BadHandle)));
+    let long = "n".repeat(300);
+    assert!(matches!(
+        c.fs.lookup(a, os(&long)),
+        Err(FsError::NameTooLong)
+    ));
+}

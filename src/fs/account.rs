@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use log::{info, warn};
 
 use super::accounts::{FileState, Place, RenameCharges};
-use super::inode::{Key, Node};
+use super::inode::{FileNode, Key, Node};
 use super::{SpoolFs, is_reg, stat_entries};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
@@ -155,7 +155,7 @@ impl SpoolFs {
     /// `Accounts::change_size`); a refusal is logged as `what`.
     pub(super) fn change_size<R>(
         &self,
-        state: &Mutex<FileState>,
+        file: &FileNode,
         what: &'static str,
         planned: impl FnOnce(u64) -> u64,
         op: impl FnOnce() -> io::Result<R>,
@@ -163,7 +163,8 @@ impl SpoolFs {
     ) -> FsResult<R> {
         let refused = |s: &FileState, r| self.refused(what, s, r, None);
         self.accounts
-            .change_size(state, planned, op, reached, &refused)
+            .change_size(&file.state, planned, op, reached, &refused)
+            .map_err(|e| self.on_partition(file.leaf.part, e))
     }
 
     /// Logs a refusal with everything an operator needs, returns EDQUOT.

@@ -70,7 +70,7 @@ impl SpoolFs {
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         if self.name_exists(&dir, &c)? {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         let pfd = self.ensure_dir_on(&dir, self.home_partition(&dir))?;
         Ok((dir, pfd, c))

@@ -9,7 +9,7 @@
 //! `ETXTBSY` until the readers close. See SEMANTICS.md.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -63,7 +63,7 @@ impl Handles {
         self.files
             .get(&fh)
             .map(|f| f.clone())
-            .ok_or(FsError::Errno(libc::EBADF))
+            .ok_or(FsError::BadHandle)
     }
 }
 
@@ -93,7 +93,7 @@ impl SpoolFs {
         make_backing: impl FnOnce(BorrowedFd) -> io::Result<PassthroughId>,
     ) -> FsResult<Opened> {
         let node = self.node(ino)?;
-        let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
+        let file = node.file().ok_or(FsError::WrongKind)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), flags & !STRIPPED)?;
         let backing = self.admit(file, &fd, writable, make_backing)?;
@@ -116,7 +116,7 @@ impl SpoolFs {
 
     /// Registers the descriptor `create` opened.
     pub(super) fn add_open(&self, node: Arc<Node>, fd: OwnedFd, writable: bool) -> FsResult<u64> {
-        let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
+        let file = node.file().ok_or(FsError::WrongKind)?;
         if writable {
             file.opens.lock().unwrap().writers += 1;
         }
@@ -150,7 +150,7 @@ impl SpoolFs {
                 .unwrap()
                 .0;
             if o.backing.is_some() {
-                return Err(FsError::Errno(libc::ETXTBSY));
+                return Err(FsError::PassthroughBusy);
             }
             o.writers += 1;
             return Ok(None);
@@ -232,7 +232,7 @@ impl SpoolFs {
         let h = self.handles.file(fh)?;
         let end = offset + data.len() as u64;
         let n = self.change_size(
-            &h.file().state,
+            h.file(),
             "write",
             |old| old.max(end),
             || backing::pwrite(h.fd.as_fd(), data, offset),
@@ -243,17 +243,8 @@ impl SpoolFs {
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handles.file(fh)?;
-        let fd = h.fd.as_raw_fd();
-        let ret = unsafe {
-            if datasync {
-                libc::fdatasync(fd)
-            } else {
-                libc::fsync(fd)
-            }
-        };
-        if ret < 0 {
-            return Err(FsError::last_os());
-        }
+        backing::sync_fd(h.fd(), datasync)
+            .map_err(|e| self.on_partition(h.file().leaf.part, e.into()))?;
         self.header_written(&h);
         Ok(())
     }
@@ -262,18 +253,10 @@ impl SpoolFs {
         let h = self.handles.file(fh)?;
         let fd = h.fd.as_fd();
         self.change_size(
-            &h.file().state,
+            h.file(),
             "fallocate",
             |old| fallocate_target(old, offset, length, mode),
-            || {
-                let r =
-                    unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, length as i64) };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            },
+            || backing::fallocate(fd, mode, offset, length),
             |_, _| {
                 backing::stat_fd(fd)
                     .map(|st| st.st_size as u64)
@@ -284,11 +267,7 @@ impl SpoolFs {
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
         let h = self.handles.file(fh)?;
-        let r = unsafe { libc::lseek(h.fd.as_raw_fd(), offset, whence) };
-        if r < 0 {
-            return Err(FsError::last_os());
-        }
-        Ok(r)
+        Ok(backing::lseek(h.fd(), offset, whence)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -305,7 +284,7 @@ impl SpoolFs {
         let in_size = backing::stat_fd(hin.fd.as_fd())?.st_size as u64;
         let len = len.min(in_size.saturating_sub(off_in)).min(u32::MAX as u64);
         let n = self.change_size(
-            &hout.file().state,
+            hout.file(),
             "copy_file_range",
             |old| {
                 if len == 0 {
@@ -314,7 +293,7 @@ impl SpoolFs {
                     old.max(off_out + len)
                 }
             },
-            || copy_range(&hin.fd, off_in, &hout.fd, off_out, len),
+            || backing::copy_file_range(hin.fd(), off_in, hout.fd(), off_out, len),
             |n, old| {
                 if *n == 0 {
                     old
@@ -328,19 +307,11 @@ impl SpoolFs {
 
     /// `open(O_TRUNC)` or `ftruncate` on an open descriptor.
     fn truncate_open(&self, file: &FileNode, fd: &OwnedFd, size: u64) -> FsResult<()> {
-        let raw = fd.as_raw_fd();
         self.change_size(
-            &file.state,
+            file,
             "truncate",
             |_| size,
-            || {
-                let r = unsafe { libc::ftruncate(raw, size as i64) };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            },
+            || backing::ftruncate(fd.as_fd(), size),
             |_, _| size,
         )
     }
@@ -364,28 +335,6 @@ impl SpoolFs {
     pub(super) fn truncate_handle(&self, h: &OpenFile, size: u64) -> FsResult<()> {
         self.truncate_open(h.file(), &h.fd, size)
     }
-}
-
-fn copy_range(
-    fin: &OwnedFd,
-    off_in: u64,
-    fout: &OwnedFd,
-    off_out: u64,
-    len: u64,
-) -> io::Result<usize> {
-    let mut oi = off_in as i64;
-    let mut oo = off_out as i64;
-    let n = unsafe {
-        libc::copy_file_range(
-            fin.as_raw_fd(),
-            &mut oi,
-            fout.as_raw_fd(),
-            &mut oo,
-            len as usize,
-            0,
-        )
-    };
-    backing::cvt_len(n)
 }
 
 /// The size a file may reach by `fallocate(mode, offset, length)`.

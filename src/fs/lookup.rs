@@ -38,7 +38,7 @@ impl SpoolFs {
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let leaf = node.leaf().ok_or(FsError::Errno(libc::EINVAL))?;
+        let leaf = node.leaf().ok_or(FsError::WrongKind)?;
         Ok(backing::readlink_fd(leaf.fd()?.as_fd_ref())?)
     }
 
@@ -90,7 +90,7 @@ impl SpoolFs {
     /// Every partition copy of `name` in `dir`: the first one found, and for
     /// a directory also its copies on later partitions.
     pub(super) fn find(&self, dir: &Node, c: &CStr) -> FsResult<Vec<Found>> {
-        let d = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?;
+        let d = dir.dir().ok_or(FsError::NotDir)?;
         let mut out: Vec<Found> = Vec::new();
         for (p, fd) in d.copies() {
             match backing::stat_at(fd.as_fd_ref(), c) {
@@ -107,7 +107,7 @@ impl SpoolFs {
             }
         }
         if out.is_empty() {
-            return Err(FsError::Errno(libc::ENOENT));
+            return Err(FsError::NotFound);
         }
         Ok(out)
     }
@@ -117,11 +117,11 @@ impl SpoolFs {
         let d = dir.dir().expect("find checked");
         let mut fds = Vec::with_capacity(found.len());
         for (p, st) in found {
-            let parent_fd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            let parent_fd = d.copy(*p).ok_or(FsError::NotFound)?;
             let fd = backing::lookup_at(parent_fd.as_fd_ref(), c)?;
             // The name may have been replaced between stat and open.
             if Key::of(&backing::stat_fd(fd.as_fd_ref())?) != Key::of(st) {
-                return Err(FsError::Errno(libc::ENOENT));
+                return Err(FsError::NotFound);
             }
             fds.push((*p, fd));
         }

@@ -136,7 +136,7 @@ impl SpoolFs {
     fn dir_node(&self, ino: u64) -> FsResult<Arc<Node>> {
         let node = self.node(ino)?;
         if node.dir().is_none() {
-            return Err(FsError::Errno(libc::ENOTDIR));
+            return Err(FsError::NotDir);
         }
         Ok(node)
     }

@@ -9,6 +9,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use log::info;
+
 use super::account::RenamePlan;
 use super::accounts::{ChargeMove, SubtreeMove};
 use super::inode::{Key, Node};
@@ -27,13 +29,13 @@ impl SpoolFs {
         let c = backing::component(name)?;
         let (part, st) = self.find(&dir, &c)?[0];
         if is_dir(&st) {
-            return Err(FsError::Errno(libc::EISDIR));
+            return Err(FsError::IsDir);
         }
         let pfd = dir
             .dir()
             .expect("dir")
             .copy(part)
-            .ok_or(FsError::Errno(libc::ENOENT))?;
+            .ok_or(FsError::NotFound)?;
         let unlink = || backing::unlink_at(pfd.as_fd_ref(), &c, false).map_err(FsError::from);
         if !is_reg(&st) {
             unlink()?;
@@ -49,11 +51,11 @@ impl SpoolFs {
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
         let node = self.node(ino)?;
-        let leaf = node.leaf().ok_or(FsError::Errno(libc::EPERM))?;
+        let leaf = node.leaf().ok_or(FsError::Permission)?;
         let dir = self.dir_node(newparent)?;
         let c = backing::component(newname)?;
         if self.name_exists(&dir, &c)? {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         let pfd = self.target_dir_on(&dir, leaf.part)?;
         let leaf_fd = leaf.fd()?;
@@ -81,14 +83,14 @@ impl SpoolFs {
         let src = self.find(&src_dir, &c_src)?;
         let dst = match self.find(&dst_dir, &c_dst) {
             Ok(f) => Some(f),
-            Err(FsError::Errno(libc::ENOENT)) => None,
+            Err(FsError::NotFound) => None,
             Err(e) => return Err(e),
         };
         if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         if flags & RENAME_EXCHANGE != 0 && dst.is_none() {
-            return Err(FsError::Errno(libc::ENOENT));
+            return Err(FsError::NotFound);
         }
         let names = Names {
             src_dir: &src_dir,
@@ -119,14 +121,15 @@ impl SpoolFs {
     ) -> FsResult<()> {
         let (part, st) = src;
         if dst.is_some_and(|d| d.iter().any(|(p, _)| *p != part)) {
-            return Err(FsError::CrossPartition);
+            let (from, to) = (n.src_path(self), n.dst_path(self));
+            return Err(self.cross_partition("rename", &from, &to));
         }
         let from_fd = n
             .src_dir
             .dir()
             .expect("dir")
             .copy(part)
-            .ok_or(FsError::Errno(libc::ENOENT))?;
+            .ok_or(FsError::NotFound)?;
         let to_fd = self.target_dir_on(n.dst_dir, part)?;
         let native = || {
             backing::rename_at(
@@ -161,10 +164,9 @@ impl SpoolFs {
     }
 
     fn rename_dir(&self, n: &Names, src: &[Found], dst: Option<&[Found]>) -> FsResult<()> {
-        let old_path = self.child_path(n.src_dir, OsStr::from_bytes_ref(n.c_src));
-        let new_path = self.child_path(n.dst_dir, n.newname);
+        let (old_path, new_path) = (n.src_path(self), n.dst_path(self));
         if self.router.partition_for(&old_path) != self.router.partition_for(&new_path) {
-            return Err(FsError::CrossPartition);
+            return Err(self.cross_partition("rename", &old_path, &new_path));
         }
         if let Some(d) = dst {
             self.clear_replaced_dir(n, src, d)?;
@@ -187,23 +189,17 @@ impl SpoolFs {
     /// their paths must route alike; charges move both ways.
     fn exchange_with_dirs(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {
         let parts = |f: &[Found]| f.iter().map(|(p, _)| *p).collect::<Vec<_>>();
-        let a = self.child_path(n.src_dir, n.name_of_src());
-        let b = self.child_path(n.dst_dir, n.newname);
+        let (a, b) = (n.src_path(self), n.dst_path(self));
         if parts(src) != parts(dst)
             || self.router.partition_for(&a) != self.router.partition_for(&b)
         {
-            return Err(FsError::CrossPartition);
+            return Err(self.cross_partition("exchange", &a, &b));
         }
         let mut moves = self.side_moves(n.src_dir, n.dst_dir, n.c_src, src, &a, &b)?;
         moves.extend(self.side_moves(n.dst_dir, n.src_dir, n.c_dst, dst, &b, &a)?);
         let moving = self.begin_moves(moves, &a, &b)?;
         for (part, _) in src {
-            let d = |dir: &Node| {
-                dir.dir()
-                    .expect("dir")
-                    .copy(*part)
-                    .ok_or(FsError::Errno(libc::ENOENT))
-            };
+            let d = |dir: &Node| dir.dir().expect("dir").copy(*part).ok_or(FsError::NotFound);
             // An error from here on drops `moving`, which undoes it.
             let (from, to) = (d(n.src_dir)?, d(n.dst_dir)?);
             backing::rename_at(
@@ -268,7 +264,7 @@ impl SpoolFs {
                 .dir()
                 .expect("dir")
                 .copy(*part)
-                .ok_or(FsError::Errno(libc::ENOENT))?;
+                .ok_or(FsError::NotFound)?;
             let to = self.ensure_dir_on(n.dst_dir, *part)?;
             backing::rename_at(from.as_fd_ref(), n.c_src, to.as_fd_ref(), n.c_dst, 0)?;
         }
@@ -279,7 +275,7 @@ impl SpoolFs {
     /// every copy; copies where the source has none are removed first.
     fn clear_replaced_dir(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {
         if !is_dir(&dst[0].1) {
-            return Err(FsError::Errno(libc::ENOTDIR));
+            return Err(FsError::NotDir);
         }
         for (fd, _) in self
             .dir_copies(n.dst_dir, n.c_dst, dst)?
@@ -287,7 +283,7 @@ impl SpoolFs {
             .map(|(p, fd)| (fd, p))
         {
             if !backing::read_dir(fd.as_fd_ref())?.is_empty() {
-                return Err(FsError::Errno(libc::ENOTEMPTY));
+                return Err(FsError::NotEmpty);
             }
         }
         for (part, st) in dst
@@ -299,7 +295,7 @@ impl SpoolFs {
                 .dir()
                 .expect("dir")
                 .copy(*part)
-                .ok_or(FsError::Errno(libc::ENOENT))?;
+                .ok_or(FsError::NotFound)?;
             backing::unlink_at(pfd.as_fd_ref(), n.c_dst, true)?;
             self.inodes.forget_key(&Key::of(st));
         }
@@ -316,7 +312,7 @@ impl SpoolFs {
         found
             .iter()
             .map(|(p, _)| {
-                let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+                let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
                 Ok((*p, backing::lookup_at(pfd.as_fd_ref(), c)?))
             })
             .collect()
@@ -381,13 +377,32 @@ impl SpoolFs {
     /// `dir`'s copy on `part` as a rename/link target: it must be the
     /// directory's home partition or the directory must exist there.
     fn target_dir_on(&self, dir: &Node, part: usize) -> FsResult<Arc<OwnedFd>> {
-        if let Some(fd) = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?.copy(part) {
+        if let Some(fd) = dir.dir().ok_or(FsError::NotDir)?.copy(part) {
             return Ok(fd);
         }
         if self.home_partition(dir) != part {
-            return Err(FsError::CrossPartition);
+            let into = self.dir_path(dir);
+            return Err(self.cross_partition("rename or link", Path::new(""), &into));
         }
         self.ensure_dir_on(dir, part)
+    }
+
+    /// `EXDEV`, so the caller copies: logged, as an operator may expect a
+    /// rename where the daemon copies.
+    fn cross_partition(&self, what: &str, from: &Path, to: &Path) -> FsError {
+        if from.as_os_str().is_empty() {
+            info!(
+                "EXDEV: {what} into {}: not on the file's partition",
+                to.display()
+            );
+        } else {
+            info!(
+                "EXDEV: {what} {} -> {}: different partitions",
+                from.display(),
+                to.display()
+            );
+        }
+        FsError::CrossPartition
     }
 }
 
@@ -403,6 +418,14 @@ struct Names<'a> {
 impl Names<'_> {
     fn name_of_src(&self) -> &OsStr {
         OsStr::from_bytes_ref(self.c_src)
+    }
+
+    fn src_path(&self, fs: &SpoolFs) -> PathBuf {
+        fs.child_path(self.src_dir, self.name_of_src())
+    }
+
+    fn dst_path(&self, fs: &SpoolFs) -> PathBuf {
+        fs.child_path(self.dst_dir, self.newname)
     }
 }
 

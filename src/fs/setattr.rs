@@ -53,8 +53,8 @@ impl SpoolFs {
     fn truncate(&self, node: &Node, size: u64, fh: Option<u64>) -> FsResult<()> {
         let file = match &node.body {
             Body::File(f) => f,
-            Body::Dir(_) => return Err(FsError::Errno(libc::EISDIR)),
-            Body::Other(_) => return Err(FsError::Errno(libc::EINVAL)),
+            Body::Dir(_) => return Err(FsError::IsDir),
+            Body::Other(_) => return Err(FsError::WrongKind),
         };
         if let Some(h) = fh.and_then(|fh| self.handle_fd(fh)) {
             return self.truncate_handle(&h, size);
@@ -62,7 +62,7 @@ impl SpoolFs {
         let leaf_fd = file.leaf.fd()?;
         let fd = leaf_fd.as_fd_ref();
         self.change_size(
-            &file.state,
+            file,
             "truncate",
             |_| size,
             || backing::truncate_fd(fd, size),

@@ -65,7 +65,7 @@ impl SpoolFs {
 }
 
 fn xname(name: &OsStr) -> FsResult<CString> {
-    CString::new(name.as_bytes()).map_err(|_| FsError::Errno(libc::EINVAL))
+    CString::new(name.as_bytes()).map_err(|_| FsError::BadName)
 }
 
 /// `/proc/self/fd/N` paths reaching the node's backing objects (all copies
@@ -99,10 +99,7 @@ struct Reached<'a> {
 }
 
 fn first_path(node: &Node) -> FsResult<Reached<'_>> {
-    all_paths(node)?
-        .into_iter()
-        .next()
-        .ok_or(FsError::Errno(libc::ENOENT))
+    all_paths(node)?.into_iter().next().ok_or(FsError::NotFound)
 }
 
 /// Runs a size-then-fill xattr call, growing the buffer if it raced.
