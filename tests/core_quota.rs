@@ -6,27 +6,16 @@
 
 mod common;
 
-use common::corefs::{Core, K, errno};
+use common::corefs::{Core, errno};
+use common::quota::{BASE, EXAMPLE, JANE, JANE_MB, JOHN, JOHN_MB, K, STAGE};
 
-const EXAMPLE: &str = "mail/domain/e/example.org";
-const JOHN: &str = "mail/domain/e/example.org/j/user/john";
-const JANE: &str = "mail/domain/e/example.org/j/user/jane";
 const ARCHIVE: &str = "mail/domain/e/example.org/j/user/john/Archive";
-const STAGE: &str = "mail/stage.";
-const JOHN_MB: &str = "user/john@example.org";
-const JANE_MB: &str = "user/jane@example.org";
 const ARCHIVE_MB: &str = "user/john/Archive@example.org";
 const TENANT: &str = "example.org";
 
-const CONFIG: &str = r#"
-[layout]
-kind = "cyrus"
-[quota]
-metadata_grace = "64K"
-[tenants."example.org"]
-limit = "1M"
-[mailboxes."user/john@example.org"]
-limit = "256K"
+/// The mount tests' configuration (`BASE`: john 256K, example.org 1M),
+/// with jane limited too and john's Archive its own unlimited quota root.
+const EXTRA: &str = r#"
 [mailboxes."user/jane@example.org"]
 limit = "256K"
 [mailboxes."user/john/Archive@example.org"]
@@ -34,7 +23,7 @@ limit = "none"
 "#;
 
 fn core() -> Core {
-    let c = Core::new(&["fast", "slow"], CONFIG);
+    let c = Core::new(&["fast", "slow"], &format!("{BASE}{EXTRA}"));
     for d in [JOHN, JANE, ARCHIVE, STAGE] {
         c.mkdirs(d);
     }

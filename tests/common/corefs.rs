@@ -12,7 +12,6 @@ use spoolfs::fs::{Attr, Caller, SetAttr, SpoolFs};
 use spoolfs::quota::{Ledger, Scope};
 
 pub const ROOT: u64 = 1;
-pub const K: u64 = 1024;
 const WHO: Caller = Caller {
     uid: 0,
     gid: 0,

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod corefs;
+pub mod posix;
+pub mod quota;
 
 use std::fs;
 use std::path::{Path, PathBuf};
