@@ -590,7 +590,9 @@ fn before_epoch(d: Duration) -> (i64, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::{SetTime, TimeOrNow, set_time};
 
     /// What fuser 0.18 hands us for the kernel's `(sec, nsec)`.
     fn from_kernel(sec: i64, nsec: u32) -> SystemTime {

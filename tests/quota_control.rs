@@ -238,7 +238,7 @@ fn df_on_a_mailbox_directory_shows_its_quota() {
     let m = boxes("", &[JOHN, JANE, ALICE]);
     put_n(&m, &format!("{JOHN}/1."), 100 * K, 1);
     let v = statvfs(&m.path(JOHN));
-    let bs = v.f_frsize as u64;
+    let bs = v.f_frsize;
     assert_eq!(v.f_blocks * bs, 256 * K, "total = john's limit");
     assert_eq!(v.f_bavail * bs, 156 * K, "free = limit - usage");
     assert_eq!(v.f_bfree * bs, 156 * K);
@@ -260,10 +260,7 @@ fn df_on_a_mailbox_directory_shows_its_quota() {
     // The spool root shows the real partitions.
     let root = statvfs(&m.mnt);
     let real = statvfs(&m.backing("fast", ""));
-    assert_eq!(
-        root.f_blocks * root.f_frsize as u64,
-        real.f_blocks * real.f_frsize as u64
-    );
+    assert_eq!(root.f_blocks * root.f_frsize, real.f_blocks * real.f_frsize);
     // `df` itself agrees (1K blocks).
     let out = Command::new("df")
         .arg("-k")
@@ -282,7 +279,7 @@ fn df_on_a_tenant_directory_shows_the_tenant_quota() {
     let m = boxes("", &[JANE]);
     put_n(&m, &format!("{JANE}/1."), 100 * K, 1);
     let v = statvfs(&m.path(EXAMPLE));
-    let bs = v.f_frsize as u64;
+    let bs = v.f_frsize;
     assert_eq!((v.f_blocks * bs, v.f_bavail * bs), (1024 * K, 924 * K));
 }
 
@@ -427,8 +424,7 @@ fn crossing_warn_percent_is_logged_once_per_crossing() {
     let l = m
         .log_text()
         .lines()
-        .filter(|l| l.contains(&format!("mailbox {JOHN_MB} at")))
-        .last()
+        .rfind(|l| l.contains(&format!("mailbox {JOHN_MB} at")))
         .unwrap()
         .to_string();
     assert!(l.contains("limit 262144"), "{l}");

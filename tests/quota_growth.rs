@@ -168,6 +168,7 @@ fn every_growth_operation_is_refused_and_changes_nothing() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(true)
         .open(m.path(&c))
         .unwrap();
     assert_edquot(

@@ -139,7 +139,7 @@ impl SpoolFs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Health, HealthLog};
 
     #[test]
     fn only_changes_are_reported() {

@@ -387,7 +387,9 @@ impl InodeTable {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
+
+    use super::{Body, DirNode, INO_BITS, InodeTable, Key, Loc, Node, ROOT_INO, SPARE_BASE};
 
     fn dir_body() -> Body {
         let loc = Loc {

@@ -122,7 +122,9 @@ impl Listings {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
+    use super::{DirEntryOut, GEN_BITS, KEPT, Listings, Page, next_gen, offset_after};
     use crate::fs::FileKind;
 
     fn entries(names: &[&str]) -> Vec<DirEntryOut> {

@@ -87,7 +87,7 @@ fn quota_view(real: StatFs, limit: u64, used: u64) -> StatFs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{StatFs, quota_view};
 
     #[test]
     fn quota_view_is_bounded_by_real_space() {

@@ -17,9 +17,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use overrides::*;
-use rules::*;
-use state::*;
+use overrides::{OverrideKey, describe_override, load_overrides, save_overrides};
+use rules::{LimitRules, configured_mailboxes};
+use state::State;
 
 use std::fmt;
 use std::hash::Hash;
