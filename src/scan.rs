@@ -61,6 +61,7 @@ pub fn rebuild_usage(fs: &SpoolFs, threads: usize) -> ScanStats {
             s.spawn(|| walker(fs, &queue, &counters));
         }
     });
+    fs.accounts.charge_multi_links();
     let stats = ScanStats {
         files: counters.files.load(Ordering::Relaxed),
         dirs: counters.dirs.load(Ordering::Relaxed),
@@ -122,6 +123,7 @@ fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
     }
     let mut subdirs = Vec::new();
     let mut bytes = 0u64;
+    let mut single_bytes = 0u64;
     let mut files = 0u64;
     for (name, c, st) in entries {
         match st.st_mode & libc::S_IFMT {
@@ -138,14 +140,17 @@ fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
                 files += 1;
                 bytes += st.st_size as u64;
                 if st.st_nlink > 1 {
+                    // Charged once per quota root after the walk.
                     fs.note_multi_link(&st, folder);
+                } else {
+                    single_bytes += st.st_size as u64;
                 }
             }
             _ => {}
         }
     }
     if let Some(f) = folder {
-        fs.accounts.charge_found(f, bytes);
+        fs.accounts.charge_found(f, single_bytes);
     }
     counters.dirs.fetch_add(1, Ordering::Relaxed);
     counters.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -6,43 +6,11 @@
 
 mod common;
 
-use common::corefs::{Core, errno};
-use common::quota::{BASE, EXAMPLE, JANE, JANE_MB, JOHN, JOHN_MB, K, STAGE};
-
-const ARCHIVE: &str = "mail/domain/e/example.org/j/user/john/Archive";
-const ARCHIVE_MB: &str = "user/john/Archive@example.org";
-const TENANT: &str = "example.org";
-
-/// The mount tests' configuration (`BASE`: john 256K, example.org 1M),
-/// with jane limited too and john's Archive its own unlimited quota root.
-const EXTRA: &str = r#"
-[mailboxes."user/jane@example.org"]
-limit = "256K"
-[mailboxes."user/john/Archive@example.org"]
-limit = "none"
-"#;
-
-fn core() -> Core {
-    let c = Core::new(&["fast", "slow"], &format!("{BASE}{EXTRA}"));
-    for d in [JOHN, JANE, ARCHIVE, STAGE] {
-        c.mkdirs(d);
-    }
-    c
-}
-
-/// Every account equals a recount of its directories.
-#[track_caller]
-fn assert_recount(c: &Core) {
-    let archive = c.on_disk(ARCHIVE);
-    assert_eq!(c.mailbox(JOHN_MB), c.on_disk(JOHN) - archive, "john");
-    assert_eq!(c.mailbox(ARCHIVE_MB), archive, "Archive");
-    assert_eq!(c.mailbox(JANE_MB), c.on_disk(JANE), "jane");
-    assert_eq!(c.tenant(TENANT), c.on_disk(EXAMPLE), "tenant");
-}
-
-fn p(dir: &str, name: &str) -> String {
-    format!("{dir}/{name}")
-}
+use common::corefs::errno;
+use common::quota::{
+    ARCHIVE, ARCHIVE_MB, JANE, JANE_MB, JOHN, JOHN_MB, K, STAGE, TENANT, assert_core_recount, core,
+    p,
+};
 
 #[test]
 fn write_up_to_the_limit_then_edquot_changing_nothing() {
@@ -53,7 +21,7 @@ fn write_up_to_the_limit_then_edquot_changing_nothing() {
     assert_eq!(errno(c.write(fh, 56 * K, 1)), libc::EDQUOT);
     c.fs.release(fh);
     assert_eq!(c.mailbox(JOHN_MB), 256 * K);
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -66,7 +34,7 @@ fn truncate_up_is_checked_and_down_refunds() {
     assert_eq!(c.mailbox(JOHN_MB), 256 * K);
     c.truncate(&p(JOHN, "1."), 10 * K).unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 10 * K);
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -80,7 +48,7 @@ fn fallocate_is_checked_and_keep_size_charges_nothing() {
         .unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 200 * K);
     c.fs.release(fh);
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -101,7 +69,7 @@ fn stage_is_never_refused_and_a_link_charges_the_mailbox() {
     c.write(fh, 10 * K, K).unwrap();
     c.fs.release(fh);
     assert_eq!(c.mailbox(JANE_MB), 11 * K);
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -114,7 +82,7 @@ fn unlink_refunds_each_name() {
     assert_eq!((c.mailbox(JOHN_MB), c.mailbox(JANE_MB)), (0, 30 * K));
     c.unlink(&p(JANE, "1.")).unwrap();
     assert_eq!(c.tenant(TENANT), 0);
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -129,7 +97,7 @@ fn rename_across_mailboxes_moves_usage_and_is_checked_on_net_growth() {
     // Replacing jane's bigger file nets a shrink: allowed.
     c.rename(&p(JOHN, "1."), &p(JANE, "1."), 0).unwrap();
     assert_eq!((c.mailbox(JOHN_MB), c.mailbox(JANE_MB)), (0, 50 * K));
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -140,7 +108,7 @@ fn exchange_across_mailboxes_swaps_usage() {
     c.rename(&p(JOHN, "1."), &p(JANE, "1."), libc::RENAME_EXCHANGE)
         .unwrap();
     assert_eq!((c.mailbox(JOHN_MB), c.mailbox(JANE_MB)), (30 * K, 10 * K));
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -156,7 +124,7 @@ fn directory_rename_moves_the_subtree() {
         errno(c.rename(&p(JANE, "Sent"), &p(JOHN, "Sent"), 0)),
         libc::EDQUOT
     );
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 /// The backing rename fails after the subtree's transfer began (a directory
@@ -171,11 +139,11 @@ fn a_directory_rename_failing_after_its_transfer_began_leaves_usage_exact() {
     let into_itself = c.rename(JOHN, &p(ARCHIVE, "y/john"), 0);
     assert_eq!(errno(into_itself), libc::EINVAL);
     assert_eq!(c.mailbox(JOHN_MB), 100 * K);
-    assert_recount(&c);
+    assert_core_recount(&c);
     // Nothing is held: john can still grow to exactly his limit.
     c.put(&p(JOHN, "2."), 156 * K).unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 256 * K);
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 /// The same for `RENAME_EXCHANGE` with directories (where an error after
@@ -192,9 +160,9 @@ fn a_directory_exchange_failing_after_its_transfer_began_leaves_usage_exact() {
         (c.mailbox(JOHN_MB), c.mailbox(ARCHIVE_MB)),
         (100 * K, 7 * K)
     );
-    assert_recount(&c);
+    assert_core_recount(&c);
     c.put(&p(JOHN, "2."), 156 * K).unwrap();
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -207,7 +175,7 @@ fn directory_exchange_across_mailboxes_swaps_the_subtrees() {
     c.rename(&p(JOHN, "A"), &p(JANE, "B"), libc::RENAME_EXCHANGE)
         .unwrap();
     assert_eq!((c.mailbox(JOHN_MB), c.mailbox(JANE_MB)), (40 * K, 10 * K));
-    assert_recount(&c);
+    assert_core_recount(&c);
 }
 
 #[test]
@@ -225,5 +193,5 @@ fn a_restart_rebuilds_the_same_usage() {
     c.write(fh, 10 * K, K).unwrap();
     c.fs.release(fh);
     assert_eq!((c.mailbox(JOHN_MB), c.mailbox(JANE_MB)), (11 * K, 11 * K));
-    assert_recount(&c);
+    assert_core_recount(&c);
 }

@@ -4,7 +4,8 @@
 //! One file per family of operations:
 //! - `inode.rs`   inode numbers, nodes, the table
 //! - `anchor.rs`  how file nodes reach their backing inode (descriptor or handle)
-//! - `accounts.rs` the accounting type: every charge, owner and transfer (quota)
+//! - `accounts/`  the accounting type: every charge, owner and transfer (quota);
+//!                a file charged once per quota root (`charged.rs`); subtree moves
 //! - `account.rs` folders of directories, file states met by name, refusal logs
 //! - `lookup.rs`  lookup, getattr, forget, readlink
 //! - `dir.rs`     mkdir, rmdir, readdir, union directories

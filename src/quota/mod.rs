@@ -154,7 +154,13 @@ pub struct Ledger {
     state_dir: PathBuf,
     metadata_grace: u64,
     warn_percent: u8,
+    /// Runs after a run-time limit change may have moved quota roots (the
+    /// filesystem recounts files with names in several folders).
+    roots_changed: Mutex<Option<RootsChanged>>,
 }
+
+/// See [`Ledger::on_roots_changed`].
+pub type RootsChanged = Box<dyn Fn() + Send + Sync>;
 
 impl Ledger {
     /// Loads run-time overrides from `state_dir/limits.json` if present.
@@ -175,6 +181,7 @@ impl Ledger {
             state_dir,
             metadata_grace: config.quota.metadata_grace,
             warn_percent: config.quota.warn_percent,
+            roots_changed: Mutex::new(None),
         })
     }
 
@@ -314,8 +321,28 @@ impl Ledger {
         state.rules.overrides = overrides;
         // An explicit mailbox limit can make (or unmake) a quota root.
         state.rebuild_accounts(self.warn_percent);
+        drop(state);
+        if let Some(f) = &*self.roots_changed.lock().unwrap_or_else(|e| e.into_inner()) {
+            f();
+        }
         log::info!("{scope}: limit {}", describe_override(limit));
         Ok(())
+    }
+
+    /// Sets what runs after a run-time limit change may have moved quota
+    /// roots (see [`Ledger::roots`]).
+    pub fn on_roots_changed(&self, f: RootsChanged) {
+        *self.roots_changed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// The quota root (mailbox account) of each folder, as numbers equal
+    /// for folders of one root; valid until a run-time limit change.
+    pub fn roots(&self, folders: &[FolderId]) -> Vec<usize> {
+        let state = self.lock();
+        folders
+            .iter()
+            .map(|f| state.folders[f.0 as usize].mailbox)
+            .collect()
     }
 
     /// The limit that applies to `scope` as an account (for a mailbox name

@@ -172,6 +172,12 @@ impl Core {
             .sum()
     }
 
+    /// `on_disk(rel)` without the subtree `skip` (a nested quota root).
+    pub fn on_disk_without(&self, rel: &str, skip: &str) -> u64 {
+        let one = |p: &PathBuf| super::recount_without(&p.join(rel), &p.join(skip));
+        self.parts.iter().map(one).sum()
+    }
+
     /// Which partitions hold `rel`.
     pub fn partitions_of(&self, rel: &str) -> Vec<usize> {
         (0..self.parts.len())

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::corefs::Core;
 use super::{Mount, Spec, backing_bytes, mkdirs, used};
 use serde_json::Value;
 
@@ -233,4 +234,46 @@ pub fn edquot_lines(m: &Mount) -> Vec<String> {
         .filter(|l| l.contains("EDQUOT"))
         .map(str::to_string)
         .collect()
+}
+
+// --- the same mailboxes through the core, without a mount --------------------
+
+pub const ARCHIVE: &str = "mail/domain/e/example.org/j/user/john/Archive";
+pub const ARCHIVE_MB: &str = "user/john/Archive@example.org";
+pub const TENANT: &str = "example.org";
+
+/// `BASE` (john 256K, example.org 1M) with jane limited too and john's
+/// Archive its own unlimited quota root.
+const CORE_EXTRA: &str = r#"
+[mailboxes."user/jane@example.org"]
+limit = "256K"
+[mailboxes."user/john/Archive@example.org"]
+limit = "none"
+"#;
+
+/// A core over two partitions with john, jane, john's Archive and
+/// `stage./` made.
+pub fn core() -> Core {
+    let c = Core::new(&["fast", "slow"], &format!("{BASE}{CORE_EXTRA}"));
+    for d in [JOHN, JANE, ARCHIVE, STAGE] {
+        c.mkdirs(d);
+    }
+    c
+}
+
+/// Every account equals a recount of its directories.
+#[track_caller]
+pub fn assert_core_recount(c: &Core) {
+    let john = c.on_disk_without(JOHN, ARCHIVE);
+    assert_eq!(c.mailbox(JOHN_MB), john, "john");
+    assert_eq!(c.mailbox(ARCHIVE_MB), c.on_disk(ARCHIVE), "Archive");
+    assert_eq!(c.mailbox(JANE_MB), c.on_disk(JANE), "jane");
+    // The tenant: Σ of its quota roots (the only mailboxes made here).
+    let roots = john + c.on_disk(ARCHIVE) + c.on_disk(JANE);
+    assert_eq!(c.tenant(TENANT), roots, "tenant");
+}
+
+/// `dir/name`.
+pub fn p(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}")
 }

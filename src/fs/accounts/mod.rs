@@ -6,8 +6,12 @@
 //! directory subtree moving between folders, a directory learning its
 //! owner — each is one method here.
 //!
-//! A file is charged once per name in an attributed folder (`charges`, a
-//! multiset of folders). Growth is reserved in the ledger *before* the
+//! A file's bytes count once per quota root (mailbox account) however many
+//! names it has there: `charges` lists the folder of each attributed name,
+//! in the order the names came; the ledger holds the file's size at the
+//! folder of its first name in each root (`charged`, see `charged.rs`).
+//! A second name in the same mailbox costs nothing; a name in another
+//! mailbox charges that one. Growth is reserved in the ledger *before* the
 //! backing call, all-or-nothing over every mailbox and tenant touched, and
 //! settled to the size actually reached afterwards. A rename's transfer is
 //! a guard (`quota::Transfer`): committed once the backing rename is done,
@@ -24,18 +28,30 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
+mod charged;
+mod subtree;
+
+use charged::{Recharge, moved, with_name, without_name};
+pub(super) use subtree::{ChargeMove, SubtreeMove};
+
 use super::inode::{FileNode, Key};
 use crate::error::{FsError, FsResult};
 use crate::layout::FolderRef;
-use crate::quota::{ChargeKind, FolderId, Ledger, Refusal, Transfer};
+use crate::quota::{ChargeKind, FolderId, Ledger, Refusal};
 
 /// What the accounting path knows about a regular file.
 #[derive(Debug, Default)]
 pub struct FileState {
     size: u64,
     nlink: u64,
-    /// One entry per name in an attributed folder (a multiset).
+    /// The folder of each name in an attributed folder, in the order the
+    /// names came (a multiset).
     charges: Vec<FolderId>,
+    /// Where the ledger holds this file's size when it has several names:
+    /// one folder per quota root among `charges` (see `charged.rs`). Empty
+    /// for a file with at most one name, held at `charges` itself (most
+    /// files: no allocation).
+    charged: Vec<FolderId>,
     /// Whether the last name seen is a metadata file (gets the grace).
     pub metadata: bool,
     /// Last name seen, for log lines only.
@@ -51,6 +67,24 @@ impl FileState {
             charges: folder.into_iter().collect(),
             ..Default::default()
         }
+    }
+
+    /// Where the ledger holds this file's size.
+    fn charged(&self) -> &[FolderId] {
+        if self.charges.len() <= 1 {
+            &self.charges
+        } else {
+            &self.charged
+        }
+    }
+
+    /// Records where the ledger now holds this file's size.
+    fn set_charged(&mut self, charged: Vec<FolderId>) {
+        self.charged = if self.charges.len() <= 1 {
+            Vec::new()
+        } else {
+            charged
+        };
     }
 
     /// The folder of one of its names, if any is attributed (for `df`).
@@ -78,14 +112,6 @@ impl FileState {
 /// only the caller knows).
 pub(super) type OnRefusal<'a> = &'a dyn Fn(&FileState, Refusal) -> FsError;
 
-/// One file whose charge a directory rename moves between folders.
-pub(super) struct ChargeMove {
-    pub key: Key,
-    pub size: u64,
-    pub from: Option<FolderId>,
-    pub to: Option<FolderId>,
-}
-
 /// A name's new place after a rename: its directory, name, and whether it
 /// is a metadata name.
 pub(super) struct Place<'a> {
@@ -105,12 +131,15 @@ pub(super) struct RenameCharges<'a> {
     pub dst_at: Place<'a>,
 }
 
+/// The file-state index, by backing key.
+type Files = DashMap<Key, Arc<Mutex<FileState>>>;
+
 pub struct Accounts {
     ledger: Arc<Ledger>,
     /// Regular files' accounting state, by backing key: every file with a
     /// live node, and every file with more than one name (so its names'
     /// charges survive the node being forgotten).
-    files: DashMap<Key, Arc<Mutex<FileState>>>,
+    files: Arc<Files>,
     /// Bumped whenever a directory's folder may have changed (directory
     /// renames, `cyrus.header` landing): cached folders are then recomputed.
     epoch: AtomicU64,
@@ -120,9 +149,18 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(ledger: Arc<Ledger>) -> Accounts {
+        let files: Arc<Files> = Arc::default();
+        // A run-time limit can make a folder its own quota root (or stop
+        // it being one): files with names in several folders are recounted.
+        let (weak, index) = (Arc::downgrade(&ledger), files.clone());
+        ledger.on_roots_changed(Box::new(move || {
+            if let Some(ledger) = weak.upgrade() {
+                charged::rebalance(&ledger, &index);
+            }
+        }));
         Accounts {
             ledger,
-            files: DashMap::new(),
+            files,
             epoch: AtomicU64::new(1),
             owners: DashMap::new(),
         }
@@ -273,6 +311,18 @@ impl Accounts {
         state.lock().unwrap().charges.extend(folder);
     }
 
+    /// After the scan: every file met with several names is charged once
+    /// per quota root among them (the scan charged the others directly).
+    pub fn charge_multi_links(&self) {
+        for e in self.files.iter() {
+            let mut s = e.value().lock().unwrap();
+            // Nothing is charged for it yet (see `scan.rs`).
+            let charged = charged::charged_set(&self.ledger, &s.charges);
+            self.ledger.charge_unchecked(&charged, s.size);
+            s.set_charged(charged);
+        }
+    }
+
     /// A file node was forgotten: keep its state only if other names need it.
     pub fn release_file_state(&self, file: &FileNode) {
         let single_name = file.state.lock().unwrap().nlink <= 1;
@@ -305,7 +355,7 @@ impl Accounts {
         let old = s.size;
         let plan = planned(old);
         if plan > old
-            && let Err(r) = self.ledger.reserve(&s.charges, plan - old, s.kind())
+            && let Err(r) = self.ledger.reserve(s.charged(), plan - old, s.kind())
         {
             return Err(refused(&s, r));
         }
@@ -313,12 +363,12 @@ impl Accounts {
         match op() {
             Ok(r) => {
                 let now = reached(&r, old);
-                self.settle(&s.charges, charged, now);
+                self.settle(s.charged(), charged, now);
                 s.size = now;
                 Ok(r)
             }
             Err(e) => {
-                self.settle(&s.charges, charged, old);
+                self.settle(s.charged(), charged, old);
                 Err(e.into())
             }
         }
@@ -336,7 +386,8 @@ impl Accounts {
     // --- names ----------------------------------------------------------
 
     /// A new name for a file in `folder` (link): reserves its size there
-    /// first; `op` makes the name.
+    /// first, unless the file has a name in that quota root already; `op`
+    /// makes the name.
     pub fn add_name(
         &self,
         state: &Mutex<FileState>,
@@ -346,19 +397,17 @@ impl Accounts {
         refused: OnRefusal,
     ) -> FsResult<()> {
         let mut s = state.lock().unwrap();
-        if let Some(f) = folder
-            && let Err(r) = self.ledger.reserve(&[f], s.size, kind)
-        {
-            return Err(refused(&s, r));
+        let r = self.recharge(&s, with_name(&s.charges, folder));
+        if let Err(e) = self.ledger.reserve(&r.added, s.size, kind) {
+            return Err(refused(&s, e));
         }
         if let Err(e) = op() {
-            if let Some(f) = folder {
-                self.ledger.refund(&[f], s.size);
-            }
+            self.ledger.refund(&r.added, s.size);
             return Err(e);
         }
+        self.ledger.refund(&r.removed, s.size);
         s.nlink += 1;
-        s.charges.extend(folder);
+        r.apply(&mut s);
         Ok(())
     }
 
@@ -374,27 +423,24 @@ impl Accounts {
     ) -> FsResult<()> {
         let s = state.lock().unwrap();
         op()?;
-        if let Some(f) = folder {
-            self.ledger.refund(&[f], s.size);
-        }
-        self.name_gone(key, state, s, folder, gone);
+        let r = self.recharge(&s, without_name(&s.charges, folder));
+        self.apply_unchecked(s.size, &r);
+        self.name_gone(key, state, s, r, gone);
         Ok(())
     }
 
-    /// Bookkeeping after one of a file's names is gone: its charge there,
-    /// and the file's state once it has no name left.
+    /// Bookkeeping after one of a file's names is gone (the ledger is
+    /// done): its names, and the file's state once it has no name left.
     fn name_gone(
         &self,
         key: Key,
         state: &Arc<Mutex<FileState>>,
         mut s: MutexGuard<FileState>,
-        folder: Option<FolderId>,
+        r: Recharge,
         gone: impl FnOnce(),
     ) {
         s.nlink = s.nlink.saturating_sub(1);
-        if let Some(f) = folder {
-            remove_one(&mut s.charges, f);
-        }
+        r.apply(&mut s);
         let (last, single) = (s.nlink == 0, s.nlink <= 1);
         drop(s);
         if last {
@@ -428,18 +474,21 @@ impl Accounts {
         let (from, to) = (plan.src_at.folder, plan.dst_at.folder);
         let (mut src, dst) = lock_pair(plan.src, plan.dst.map(|(_, d)| d));
         let (mut charges, mut credits) = (Vec::new(), Vec::new());
-        if let (Some(s), true) = (&src, from != to) {
-            charges.extend(to.map(|t| (t, s.size)));
-            credits.extend(from.map(|f| (f, s.size)));
-        }
-        if let Some(d) = &dst {
-            if !plan.exchange {
-                credits.extend(to.map(|t| (t, d.size)));
-            } else if from != to {
-                charges.extend(from.map(|f| (f, d.size)));
-                credits.extend(to.map(|t| (t, d.size)));
-            }
-        }
+        let mut delta = |s: &FileState, names: Vec<FolderId>| {
+            let r = self.recharge(s, names);
+            charges.extend(r.added.iter().map(|&f| (f, s.size)));
+            credits.extend(r.removed.iter().map(|&f| (f, s.size)));
+            r
+        };
+        let src_r = match &src {
+            Some(s) if from != to => Some(delta(s, moved(&s.charges, from, to))),
+            _ => None,
+        };
+        let dst_r = match &dst {
+            Some(d) if !plan.exchange => Some(delta(d, without_name(&d.charges, to))),
+            Some(d) if from != to => Some(delta(d, moved(&d.charges, to, from))),
+            _ => None,
+        };
         let transfer = match self.ledger.begin_transfer(&charges, &credits, kind) {
             Ok(t) => t,
             Err(r) => {
@@ -450,18 +499,23 @@ impl Accounts {
         op()?;
         transfer.commit();
         if let Some(s) = src.as_deref_mut() {
-            move_charge(s, from, to);
+            if let Some(r) = src_r {
+                r.apply(s);
+            }
             s.named(plan.dst_at.dir, plan.dst_at.name, plan.dst_at.metadata);
         }
         match (dst, plan.exchange) {
             (Some(mut d), true) => {
-                move_charge(&mut d, to, from);
+                if let Some(r) = dst_r {
+                    r.apply(&mut d);
+                }
                 d.named(plan.src_at.dir, plan.src_at.name, plan.src_at.metadata);
             }
             (Some(d), false) => {
                 let (key, state) = plan.dst.expect("locked with it");
                 drop(src); // name_gone may drop the state map entry
-                self.name_gone(key, state, d, to, gone);
+                let r = dst_r.expect("a replaced name");
+                self.name_gone(key, state, d, r, gone);
             }
             (None, _) => {}
         }
@@ -470,45 +524,18 @@ impl Accounts {
 
     /// Moves one name's charge between folders, unchecked (reattribution).
     fn move_charge(&self, key: Key, size: u64, old: Option<FolderId>, new: Option<FolderId>) {
-        let state = self.files.get(&key).map(|s| s.clone());
-        let size = match &state {
-            Some(s) => {
-                let mut s = s.lock().unwrap();
-                move_charge(&mut s, old, new);
-                s.size
+        match self.files.get(&key).map(|s| s.clone()) {
+            Some(state) => {
+                let mut s = state.lock().unwrap();
+                let r = self.recharge(&s, moved(&s.charges, old, new));
+                self.apply_unchecked(s.size, &r);
+                r.apply(&mut s);
             }
-            None => size,
-        };
-        if let Some(o) = old {
-            self.ledger.refund(&[o], size);
+            None => {
+                self.ledger.refund(old.as_slice(), size);
+                self.ledger.charge_unchecked(new.as_slice(), size);
+            }
         }
-        if let Some(n) = new {
-            self.ledger.charge_unchecked(&[n], size);
-        }
-    }
-
-    // --- directory renames ----------------------------------------------
-
-    /// Moves every file's share to its new folder, all or nothing, checked
-    /// on net growth (the files leave their old folders). The returned
-    /// guard is undone on drop unless committed after the backing rename.
-    pub(super) fn begin_moves(&self, moves: Vec<ChargeMove>) -> Result<SubtreeMove<'_>, Refusal> {
-        let charges: Vec<(FolderId, u64)> = moves
-            .iter()
-            .filter_map(|m| m.to.map(|t| (t, m.size)))
-            .collect();
-        let credits: Vec<(FolderId, u64)> = moves
-            .iter()
-            .filter_map(|m| m.from.map(|f| (f, m.size)))
-            .collect();
-        let transfer = self
-            .ledger
-            .begin_transfer(&charges, &credits, ChargeKind::Data)?;
-        Ok(SubtreeMove {
-            accounts: self,
-            transfer,
-            moves,
-        })
     }
 
     // --- the start-up scan ----------------------------------------------
@@ -521,27 +548,6 @@ impl Accounts {
     /// The scan found `bytes` of regular files in a directory of `folder`.
     pub fn charge_found(&self, folder: FolderId, bytes: u64) {
         self.ledger.charge_unchecked(&[folder], bytes);
-    }
-}
-
-/// A directory rename's (or exchange's) charges under way: commit once the
-/// backing rename is done; dropped uncommitted, it undoes itself.
-#[must_use = "a subtree move is undone when dropped; commit it once the rename is done"]
-pub(super) struct SubtreeMove<'a> {
-    accounts: &'a Accounts,
-    transfer: Transfer<'a>,
-    moves: Vec<ChargeMove>,
-}
-
-impl SubtreeMove<'_> {
-    /// The rename happened: live file states learn their new folder.
-    pub fn commit(self) {
-        self.transfer.commit();
-        for m in &self.moves {
-            if let Some(state) = self.accounts.files.get(&m.key).map(|s| s.clone()) {
-                move_charge(&mut state.lock().unwrap(), m.from, m.to);
-            }
-        }
     }
 }
 
@@ -567,21 +573,5 @@ fn lock_pair<'a>(
             let ga = a.map(|a| a.lock().unwrap());
             (ga, b.map(|b| b.lock().unwrap()))
         }
-    }
-}
-
-/// A name's charge moves from folder `from` to `to`.
-fn move_charge(s: &mut FileState, from: Option<FolderId>, to: Option<FolderId>) {
-    if from != to {
-        if let Some(f) = from {
-            remove_one(&mut s.charges, f);
-        }
-        s.charges.extend(to);
-    }
-}
-
-fn remove_one(charges: &mut Vec<FolderId>, f: FolderId) {
-    if let Some(i) = charges.iter().position(|c| *c == f) {
-        charges.swap_remove(i);
     }
 }
