@@ -270,3 +270,49 @@ fn moving_mail_between_mailboxes_of_a_full_tenant_is_allowed() {
     );
     assert_matches_disk(&m);
 }
+
+/// Issue 14's reproduction without Dovecot: at the limit, a hard link
+/// inside the mailbox (Dovecot's maildir COPY/MOVE to another folder)
+/// works and costs nothing; a link into another mailbox is still charged
+/// and refused when that mailbox is full; a remount counts the same.
+#[test]
+fn a_hard_link_inside_a_full_maildir_mailbox_costs_nothing() {
+    let mut m = Spec::new(&["fast"])
+        .extra(
+            r#"
+[layout]
+kind = "pattern"
+pattern = "{tenant}/{mailbox}/**"
+[quota]
+mailbox_limit = "64K"
+"#,
+        )
+        .mount();
+    let (cur, archive) = (
+        "example.org/john/Maildir/cur",
+        "example.org/john/Maildir/.Archive/cur",
+    );
+    for d in [cur, archive, "example.org/jane/Maildir/cur"] {
+        mkdirs(&m, d);
+    }
+    put_n(&m, &format!("{cur}/1"), 64 * K, 1);
+    let john = "john@example.org";
+    assert_eq!(mb(&m, john), 64 * K);
+    fs::hard_link(m.path(&format!("{cur}/1")), m.path(&format!("{archive}/1"))).unwrap();
+    assert_eq!(mb(&m, john), 64 * K);
+    put_n(&m, "example.org/jane/Maildir/cur/2", 10 * K, 2);
+    assert_edquot(
+        fs::hard_link(
+            m.path(&format!("{cur}/1")),
+            m.path("example.org/jane/Maildir/cur/1"),
+        ),
+        "a link into another full mailbox",
+    );
+    fs::remove_file(m.path(&format!("{cur}/1"))).unwrap();
+    assert_eq!(mb(&m, john), 64 * K, "the Archive name still holds it");
+    fs::hard_link(m.path(&format!("{archive}/1")), m.path(&format!("{cur}/1"))).unwrap();
+    m.restart();
+    assert_eq!(mb(&m, john), 64 * K);
+    assert_eq!(mb(&m, john), backing_bytes(&m, "example.org/john"));
+    assert_eq!(mb(&m, "jane@example.org"), 10 * K);
+}
