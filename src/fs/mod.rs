@@ -4,8 +4,9 @@
 //! One file per family of operations:
 //! - `inode.rs`   inode numbers, nodes, the table
 //! - `anchor.rs`  how file nodes reach their backing inode (descriptor or handle)
-//! - `accounts/`  the accounting type: every charge, owner and transfer (quota);
-//!                a file charged once per quota root (`charged.rs`); subtree moves
+//! - `accounts/`  the accounting type: every charge, owner and transfer (quota),
+//!   a file charged once per quota root (`charged.rs`), subtree moves
+//!   (`subtree.rs`)
 //! - `account.rs` folders of directories, file states met by name, refusal logs
 //! - `lookup.rs`  lookup, getattr, forget, readlink
 //! - `dir.rs`     mkdir, rmdir, readdir, union directories
