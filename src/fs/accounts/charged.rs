@@ -17,6 +17,11 @@ pub(super) struct Recharge {
 }
 
 impl Recharge {
+    /// Where the file will be charged.
+    pub fn charged(&self) -> &[FolderId] {
+        &self.charged
+    }
+
     /// Records the new names in the state (the ledger is done separately).
     pub fn apply(self, s: &mut FileState) {
         s.charges = self.names;

@@ -5,19 +5,22 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
-    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
+mod convert;
+
+use convert::{file_attr, file_type, set_time};
+
 use crate::error::FsError;
-use crate::fs::{Attr, Caller, FileKind, PassthroughId, SetAttr, SetTime, SpoolFs, offset_after};
+use crate::fs::{Caller, PassthroughId, SetAttr, SpoolFs, offset_after};
 use crate::invalidate::DirInvalidator;
 
 pub struct FuseAdapter {
@@ -525,97 +528,6 @@ impl FuseAdapter {
             Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(self.errno("xattr", e)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The core's types as fuser's
-// ---------------------------------------------------------------------------
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: UNIX_EPOCH,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: a.blksize,
-        flags: 0,
-    }
-}
-
-fn file_type(k: FileKind) -> FileType {
-    match k {
-        FileKind::Directory => FileType::Directory,
-        FileKind::RegularFile => FileType::RegularFile,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::NamedPipe => FileType::NamedPipe,
-        FileKind::Socket => FileType::Socket,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
-fn set_time(t: TimeOrNow) -> SetTime {
-    match t {
-        TimeOrNow::SpecificTime(t) => {
-            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-                Err(e) => before_epoch(e.duration()),
-            };
-            SetTime::At { sec, nsec }
-        }
-        TimeOrNow::Now => SetTime::Now,
-    }
-}
-
-/// The kernel's `(tv_sec, tv_nsec)` for a time before 1970, from how
-/// fuser 0.18 turned it into a `SystemTime`: it computes
-/// `UNIX_EPOCH - Duration::new(-tv_sec, tv_nsec)` (subtracting the
-/// nanoseconds instead of adding them), so the inverse is the duration's
-/// parts as they are — normalising them would move the time by twice the
-/// nanoseconds (`-31536000 s + 5 ns` would become `-31536000 s - 5 ns`).
-fn before_epoch(d: Duration) -> (i64, u32) {
-    (-(d.as_secs() as i64), d.subsec_nanos())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use super::{SetTime, TimeOrNow, set_time};
-
-    /// What fuser 0.18 hands us for the kernel's `(sec, nsec)`.
-    fn from_kernel(sec: i64, nsec: u32) -> SystemTime {
-        if sec >= 0 {
-            UNIX_EPOCH + Duration::new(sec as u64, nsec)
-        } else {
-            UNIX_EPOCH - Duration::new((-sec) as u64, nsec)
-        }
-    }
-
-    #[test]
-    fn kernel_times_round_trip_also_before_1970() {
-        for (sec, nsec) in [
-            (1_500_000_000, 987_654_321),
-            (0, 0),
-            (0, 7),
-            (-1, 0),
-            (-1, 5),
-            (-31_536_000, 5),
-            (-31_536_000, 999_999_999),
-        ] {
-            let t = set_time(TimeOrNow::SpecificTime(from_kernel(sec, nsec)));
-            assert_eq!(t, SetTime::At { sec, nsec }, "{sec} {nsec}");
         }
     }
 }
