@@ -302,6 +302,40 @@ pub fn copy_file_range(
     cvt_len(n)
 }
 
+/// `getxattr` of a path (a `/proc/self/fd` path: see `fs/xattr.rs`).
+pub fn getxattr(path: &CStr, name: &CStr) -> io::Result<Vec<u8>> {
+    sized_call(|buf, len| unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf, len) })
+}
+
+pub fn listxattr(path: &CStr) -> io::Result<Vec<u8>> {
+    sized_call(|buf, len| unsafe { libc::listxattr(path.as_ptr(), buf.cast(), len) })
+}
+
+pub fn setxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let (v, n) = (value.as_ptr().cast(), value.len());
+    cvt(unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), v, n, flags) }).map(drop)
+}
+
+pub fn removexattr(path: &CStr, name: &CStr) -> io::Result<()> {
+    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// Runs a size-then-fill xattr call, growing the buffer if it raced.
+fn sized_call(call: impl Fn(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
+    loop {
+        let need = cvt_len(call(std::ptr::null_mut(), 0))?;
+        let mut buf = vec![0u8; need];
+        match cvt_len(call(buf.as_mut_ptr().cast(), buf.len())) {
+            Ok(got) => {
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn statvfs_fd(fd: BorrowedFd) -> io::Result<libc::statvfs> {
     let mut st = MaybeUninit::<libc::statvfs>::uninit();
     cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;

@@ -78,11 +78,6 @@ impl FsError {
             }
         }
     }
-
-    /// The last OS error, as `FsError::Io`.
-    pub fn last_os() -> FsError {
-        FsError::Io(io::Error::last_os_error())
-    }
 }
 
 impl From<io::Error> for FsError {
