@@ -19,8 +19,8 @@ mod convert;
 
 use convert::{file_attr, file_type, set_time};
 
-use crate::error::FsError;
-use crate::fs::{Caller, PassthroughId, SetAttr, SpoolFs, offset_after};
+use crate::error::{FsError, FsResult};
+use crate::fs::{Attr, Caller, PassthroughId, SetAttr, SpoolFs, offset_after};
 use crate::invalidate::DirInvalidator;
 
 pub struct FuseAdapter {
@@ -40,6 +40,18 @@ impl FuseAdapter {
         let errno = e.errno();
         self.fs.note_error(op, errno);
         Errno::from_i32(errno)
+    }
+
+    /// Replies to a request that made a new name in `dir` (mknod, mkdir,
+    /// symlink, link).
+    fn new_entry(&self, op: &str, dir: INodeNo, result: FsResult<Attr>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => {
+                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
+                self.changed(dir);
+            }
+            Err(e) => reply.error(self.errno(op, e)),
+        }
     }
 
     /// After a successful change to the entries of `dir`.
@@ -155,16 +167,10 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
+        let result = self
             .fs
-            .mknod(caller(req), parent.0, name, mode, umask, rdev)
-        {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
-                self.changed(parent);
-            }
-            Err(e) => reply.error(self.errno("mknod", e)),
-        }
+            .mknod(caller(req), parent.0, name, mode, umask, rdev);
+        self.new_entry("mknod", parent, result, reply);
     }
 
     fn mkdir(
@@ -176,13 +182,8 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(caller(req), parent.0, name, mode, umask) {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
-                self.changed(parent);
-            }
-            Err(e) => reply.error(self.errno("mkdir", e)),
-        }
+        let result = self.fs.mkdir(caller(req), parent.0, name, mode, umask);
+        self.new_entry("mkdir", parent, result, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -213,13 +214,8 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.fs.symlink(caller(req), parent.0, link_name, target) {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
-                self.changed(parent);
-            }
-            Err(e) => reply.error(self.errno("symlink", e)),
-        }
+        let result = self.fs.symlink(caller(req), parent.0, link_name, target);
+        self.new_entry("symlink", parent, result, reply);
     }
 
     fn rename(
@@ -255,13 +251,8 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
-                self.changed(newparent);
-            }
-            Err(e) => reply.error(self.errno("link", e)),
-        }
+        let result = self.fs.link(ino.0, newparent.0, newname);
+        self.new_entry("link", newparent, result, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
