@@ -45,12 +45,12 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
 pub fn component(name: &OsStr) -> FsResult<CString> {
     let bytes = name.as_bytes();
     if bytes.len() > NAME_MAX {
-        return Err(FsError::Errno(libc::ENAMETOOLONG));
+        return Err(FsError::NameTooLong);
     }
     if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
-        return Err(FsError::Errno(libc::EINVAL));
+        return Err(FsError::BadName);
     }
-    CString::new(bytes).map_err(|_| FsError::Errno(libc::EINVAL))
+    CString::new(bytes).map_err(|_| FsError::BadName)
 }
 
 /// Opens a partition root (a configured, trusted path).
@@ -246,6 +246,94 @@ pub fn utimens_fd(
     let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
     let p = proc_path(fd.as_raw_fd());
     cvt(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
+}
+
+/// `fsync`, or `fdatasync` when `datasync`.
+pub fn sync_fd(fd: BorrowedFd, datasync: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    cvt(unsafe {
+        if datasync {
+            libc::fdatasync(raw)
+        } else {
+            libc::fsync(raw)
+        }
+    })
+    .map(drop)
+}
+
+/// `ftruncate` of an open descriptor.
+pub fn ftruncate(fd: BorrowedFd, size: u64) -> io::Result<()> {
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd, mode: i32, offset: u64, length: u64) -> io::Result<()> {
+    let (offset, length) = (offset as libc::off_t, length as libc::off_t);
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, length) }).map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd, offset: i64, whence: i32) -> io::Result<i64> {
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd,
+    off_in: u64,
+    fd_out: BorrowedFd,
+    off_out: u64,
+    len: u64,
+) -> io::Result<usize> {
+    let mut oi = off_in as libc::loff_t;
+    let mut oo = off_out as libc::loff_t;
+    let n = unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len as usize,
+            0,
+        )
+    };
+    cvt_len(n)
+}
+
+/// `getxattr` of a path (a `/proc/self/fd` path: see `fs/xattr.rs`).
+pub fn getxattr(path: &CStr, name: &CStr) -> io::Result<Vec<u8>> {
+    sized_call(|buf, len| unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf, len) })
+}
+
+pub fn listxattr(path: &CStr) -> io::Result<Vec<u8>> {
+    sized_call(|buf, len| unsafe { libc::listxattr(path.as_ptr(), buf.cast(), len) })
+}
+
+pub fn setxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let (v, n) = (value.as_ptr().cast(), value.len());
+    cvt(unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), v, n, flags) }).map(drop)
+}
+
+pub fn removexattr(path: &CStr, name: &CStr) -> io::Result<()> {
+    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// Runs a size-then-fill xattr call, growing the buffer if it raced.
+fn sized_call(call: impl Fn(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
+    loop {
+        let need = cvt_len(call(std::ptr::null_mut(), 0))?;
+        let mut buf = vec![0u8; need];
+        match cvt_len(call(buf.as_mut_ptr().cast(), buf.len())) {
+            Ok(got) => {
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 pub fn statvfs_fd(fd: BorrowedFd) -> io::Result<libc::statvfs> {

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use spoolfs::config::{Config, format_size};
 use spoolfs::cli::{Cli, Command, QuotaAction};
+use spoolfs::config::{Config, format_size};
 use spoolfs::control::{self, Answer, Request};
 use spoolfs::mount::{self, MountArgs};
 

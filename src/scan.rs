@@ -2,7 +2,6 @@
 //! so it is right after a crash, a `kill -9` mid-write, or changes made
 //! while unmounted. It runs before the mount appears, on several threads.
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use std::time::Instant;
 use log::info;
 
 use crate::backing::{self, AsFdRef};
-use crate::fs::SpoolFs;
+use crate::fs::{SpoolFs, stat_entries};
 
 /// One directory to read: which partition, its spool path, its handle.
 struct Job {
@@ -39,7 +38,7 @@ pub struct ScanStats {
 
 pub fn rebuild_usage(fs: &SpoolFs, threads: usize) -> ScanStats {
     let start = Instant::now();
-    fs.ledger.reset_usage();
+    fs.accounts.begin_rebuild();
     let queue = Arc::new(Queue {
         state: Mutex::new((Vec::new(), 0)),
         wake: Condvar::new(),
@@ -62,6 +61,7 @@ pub fn rebuild_usage(fs: &SpoolFs, threads: usize) -> ScanStats {
             s.spawn(|| walker(fs, &queue, &counters));
         }
     });
+    fs.accounts.charge_multi_links();
     let stats = ScanStats {
         files: counters.files.load(Ordering::Relaxed),
         dirs: counters.dirs.load(Ordering::Relaxed),
@@ -110,7 +110,7 @@ fn next_job(queue: &Queue) -> Option<Job> {
 
 /// Charges the regular files of one directory and returns its subdirectories.
 fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
-    let entries = match backing::read_dir(job.fd.as_fd()) {
+    let entries = match stat_entries(job.fd.as_fd()) {
         Ok(e) => e,
         Err(e) => {
             log::warn!("scan: cannot read {}: {e}", job.path.display());
@@ -119,24 +119,19 @@ fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
     };
     let folder = fs.folder_for_path(&job.path, job.fd.as_fd());
     if let Some(f) = folder {
-        fs.ledger.set_partition(f, fs.partition_name(job.part));
+        fs.accounts.set_partition(f, fs.partition_name(job.part));
     }
     let mut subdirs = Vec::new();
     let mut bytes = 0u64;
+    let mut single_bytes = 0u64;
     let mut files = 0u64;
-    for e in entries {
-        let Ok(c) = backing::component(&e.name) else {
-            continue;
-        };
-        let Ok(st) = backing::stat_at(job.fd.as_fd(), &c) else {
-            continue;
-        };
+    for (name, c, st) in entries {
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
                 if let Ok(fd) = backing::lookup_at(job.fd.as_fd(), &c) {
                     subdirs.push(Job {
                         part: job.part,
-                        path: job.path.join(OsStr::new(&e.name)),
+                        path: job.path.join(&name),
                         fd,
                     });
                 }
@@ -145,14 +140,17 @@ fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
                 files += 1;
                 bytes += st.st_size as u64;
                 if st.st_nlink > 1 {
+                    // Charged once per quota root after the walk.
                     fs.note_multi_link(&st, folder);
+                } else {
+                    single_bytes += st.st_size as u64;
                 }
             }
             _ => {}
         }
     }
     if let Some(f) = folder {
-        fs.ledger.charge_unchecked(&[f], bytes);
+        fs.accounts.charge_found(f, single_bytes);
     }
     counters.dirs.fetch_add(1, Ordering::Relaxed);
     counters.bytes.fetch_add(bytes, Ordering::Relaxed);

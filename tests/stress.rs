@@ -90,7 +90,11 @@ mailbox_limit = "256K"
 "#;
 
 fn partition_of(mailbox: usize) -> &'static str {
-    if mailbox % 2 == 0 { "fast" } else { "slow" }
+    if mailbox.is_multiple_of(2) {
+        "fast"
+    } else {
+        "slow"
+    }
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -724,9 +728,9 @@ impl Engine {
             }
         }
         // Subfolders as modelled.
-        for mb in 0..4 {
+        for mailbox in &MAILBOXES {
             for i in 0..2 {
-                let d = format!("{}/{}Sub{i}", MAILBOXES[mb].0, self.prefix);
+                let d = format!("{}/{}Sub{i}", mailbox.0, self.prefix);
                 let there = self.path(&d).is_dir();
                 if there != names.subdirs.contains(&d) {
                     self.fail(format!("final {d}: is_dir {there}, model {}", !there));
@@ -1125,6 +1129,7 @@ fn small_unaligned_write_crossing_a_limit_is_refused_or_short_never_over() {
     fs::write(dir.join("big."), vec![7u8; (MAILBOX_LIMIT - room) as usize]).unwrap();
     let f = fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(dir.join("1."))

@@ -6,10 +6,8 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use fuser::FileAttr;
-
 use super::inode::Node;
-use super::{Caller, SpoolFs};
+use super::{Attr, Caller, SpoolFs};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
@@ -25,7 +23,7 @@ impl SpoolFs {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> FsResult<(FileAttr, u64)> {
+    ) -> FsResult<(Attr, u64)> {
         let mode = mode & !umask & 0o7777;
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
         let fd = backing::create_at(pfd.as_fd_ref(), &c, flags & OPEN_FLAGS_KEPT, mode)?;
@@ -44,7 +42,7 @@ impl SpoolFs {
         mode: u32,
         umask: u32,
         rdev: u32,
-    ) -> FsResult<FileAttr> {
+    ) -> FsResult<Attr> {
         let perm = mode & !umask & 0o7777;
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
         backing::mknod_at(
@@ -56,13 +54,7 @@ impl SpoolFs {
         self.finish_new(who, &dir, &pfd, &c, name, perm)
     }
 
-    pub fn symlink(
-        &self,
-        who: Caller,
-        parent: u64,
-        name: &OsStr,
-        target: &Path,
-    ) -> FsResult<FileAttr> {
+    pub fn symlink(&self, who: Caller, parent: u64, name: &OsStr, target: &Path) -> FsResult<Attr> {
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
         backing::symlink_at(target.as_os_str(), pfd.as_fd_ref(), &c)?;
         self.finish_new(who, &dir, &pfd, &c, name, 0o777)
@@ -78,7 +70,7 @@ impl SpoolFs {
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         if self.name_exists(&dir, &c)? {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         let pfd = self.ensure_dir_on(&dir, self.home_partition(&dir))?;
         Ok((dir, pfd, c))
@@ -92,7 +84,7 @@ impl SpoolFs {
         c: &CStr,
         name: &OsStr,
         mode: u32,
-    ) -> FsResult<FileAttr> {
+    ) -> FsResult<Attr> {
         let fd = backing::lookup_at(pfd.as_fd_ref(), c)?;
         self.give_to_caller(&fd, who, pfd, mode)?;
         let (node, st) = self.lookup_node(dir, name)?;

@@ -11,11 +11,9 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{FileAttr, FileType};
-
 use super::inode::{Key, Node, ROOT_INO};
 use super::listing::Page;
-use super::{Caller, SpoolFs, file_type, is_dir};
+use super::{Attr, Caller, FileKind, SpoolFs, is_dir};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
@@ -23,7 +21,7 @@ use crate::error::{FsError, FsResult};
 #[derive(Clone, Debug)]
 pub struct DirEntryOut {
     pub name: OsString,
-    pub kind: FileType,
+    pub kind: FileKind,
     pub ino: u64,
 }
 
@@ -35,11 +33,11 @@ impl SpoolFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-    ) -> FsResult<FileAttr> {
+    ) -> FsResult<Attr> {
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         if self.name_exists(&dir, &c)? {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         let part = self.router.partition_for(&self.child_path(&dir, name));
         let pfd = self.ensure_dir_on(&dir, part)?;
@@ -48,7 +46,8 @@ impl SpoolFs {
         self.give_to_caller(&fd, who, &pfd, mode & !umask)?;
         let (node, st) = self.lookup_node(&dir, name)?;
         if let Some(folder) = self.folder_of(&node) {
-            self.ledger.set_partition(folder, self.partition_name(part));
+            self.accounts
+                .set_partition(folder, self.partition_name(part));
         }
         Ok(self.attr(node.ino, &st))
     }
@@ -59,19 +58,19 @@ impl SpoolFs {
         let c = backing::component(name)?;
         let found = self.find(&dir, &c)?;
         if !is_dir(&found[0].1) {
-            return Err(FsError::Errno(libc::ENOTDIR));
+            return Err(FsError::NotDir);
         }
         // Every copy must be empty before any is removed, or the union
         // would lose half a directory.
         for (p, _) in &found {
-            let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
             let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;
             if !backing::read_dir(fd.as_fd_ref())?.is_empty() {
-                return Err(FsError::Errno(libc::ENOTEMPTY));
+                return Err(FsError::NotEmpty);
             }
         }
         for (p, st) in &found {
-            let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
             backing::unlink_at(pfd.as_fd_ref(), &c, true)?;
             self.inodes.forget_key(&Key::of(st));
         }
@@ -106,7 +105,7 @@ impl SpoolFs {
         let d = node.dir().expect("dir_node");
         let dot = |name: &str, ino| DirEntryOut {
             name: name.into(),
-            kind: FileType::Directory,
+            kind: FileKind::Directory,
             ino,
         };
         let mut out = vec![dot(".", node.ino), dot("..", self.parent_of(node.ino)?)];
@@ -118,7 +117,7 @@ impl SpoolFs {
                     let key = Key { dev, ino: e.ino };
                     let ino = self.inodes.listed_ino(&key);
                     out.push(DirEntryOut {
-                        kind: file_type(dtype_mode(e.d_type)),
+                        kind: FileKind::of_mode(dtype_mode(e.d_type)),
                         name: e.name,
                         ino,
                     });
@@ -132,7 +131,7 @@ impl SpoolFs {
     pub(super) fn name_exists(&self, dir: &Node, c: &CStr) -> FsResult<bool> {
         match self.find(dir, c) {
             Ok(_) => Ok(true),
-            Err(FsError::Errno(libc::ENOENT)) => Ok(false),
+            Err(FsError::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -144,7 +143,7 @@ impl SpoolFs {
 
     /// `dir`'s copy on `part`, made (with its missing parents) if absent.
     pub(super) fn ensure_dir_on(&self, dir: &Node, part: usize) -> FsResult<Arc<OwnedFd>> {
-        let d = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?;
+        let d = dir.dir().ok_or(FsError::NotDir)?;
         if let Some(fd) = d.copy(part) {
             return Ok(fd);
         }
@@ -160,7 +159,7 @@ impl SpoolFs {
         let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;
         let st = backing::stat_fd(fd.as_fd_ref())?;
         if !is_dir(&st) {
-            return Err(FsError::Errno(libc::ENOTDIR));
+            return Err(FsError::NotDir);
         }
         backing::chown_fd(fd.as_fd_ref(), Some(template.st_uid), Some(template.st_gid))?;
         backing::chmod_fd(fd.as_fd_ref(), template.st_mode & 0o7777)?;
@@ -210,17 +209,7 @@ impl SpoolFs {
         let node = self.dir_node(ino)?;
         for (_, fd) in node.dir().expect("dir").copies() {
             let d = backing::reopen(fd.as_fd_ref(), libc::O_RDONLY | libc::O_DIRECTORY)?;
-            let raw = std::os::fd::AsRawFd::as_raw_fd(&d);
-            let r = unsafe {
-                if datasync {
-                    libc::fdatasync(raw)
-                } else {
-                    libc::fsync(raw)
-                }
-            };
-            if r < 0 {
-                return Err(FsError::last_os());
-            }
+            backing::sync_fd(d.as_fd_ref(), datasync)?;
         }
         Ok(())
     }

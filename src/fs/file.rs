@@ -9,17 +9,16 @@
 //! `ETXTBSY` until the readers close. See SEMANTICS.md.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use fuser::BackingId;
 use log::warn;
 
-use super::SpoolFs;
 use super::inode::{FileNode, Node};
+use super::{PassthroughId, SpoolFs};
 use crate::backing;
 use crate::error::{FsError, FsResult};
 use crate::layout::CYRUS_HEADER;
@@ -64,7 +63,7 @@ impl Handles {
         self.files
             .get(&fh)
             .map(|f| f.clone())
-            .ok_or(FsError::Errno(libc::EBADF))
+            .ok_or(FsError::BadHandle)
     }
 }
 
@@ -72,7 +71,7 @@ impl Handles {
 /// through to, if any.
 pub struct Opened {
     pub fh: u64,
-    pub backing: Option<Arc<BackingId>>,
+    pub backing: Option<PassthroughId>,
 }
 
 /// How long a writer waits for the RELEASE of passthrough readers that
@@ -91,10 +90,10 @@ impl SpoolFs {
         &self,
         ino: u64,
         flags: i32,
-        make_backing: impl FnOnce(BorrowedFd) -> io::Result<BackingId>,
+        make_backing: impl FnOnce(BorrowedFd) -> io::Result<PassthroughId>,
     ) -> FsResult<Opened> {
         let node = self.node(ino)?;
-        let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
+        let file = node.file().ok_or(FsError::WrongKind)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), flags & !STRIPPED)?;
         let backing = self.admit(file, &fd, writable, make_backing)?;
@@ -117,7 +116,7 @@ impl SpoolFs {
 
     /// Registers the descriptor `create` opened.
     pub(super) fn add_open(&self, node: Arc<Node>, fd: OwnedFd, writable: bool) -> FsResult<u64> {
-        let file = node.file().ok_or(FsError::Errno(libc::EINVAL))?;
+        let file = node.file().ok_or(FsError::WrongKind)?;
         if writable {
             file.opens.lock().unwrap().writers += 1;
         }
@@ -138,8 +137,8 @@ impl SpoolFs {
         file: &FileNode,
         fd: &OwnedFd,
         writable: bool,
-        make_backing: impl FnOnce(BorrowedFd) -> io::Result<BackingId>,
-    ) -> FsResult<Option<Arc<BackingId>>> {
+        make_backing: impl FnOnce(BorrowedFd) -> io::Result<PassthroughId>,
+    ) -> FsResult<Option<PassthroughId>> {
         let mut o = file.opens.lock().unwrap();
         if writable {
             // The kernel sends RELEASE asynchronously after close(2), so a
@@ -151,7 +150,7 @@ impl SpoolFs {
                 .unwrap()
                 .0;
             if o.backing.is_some() {
-                return Err(FsError::Errno(libc::ETXTBSY));
+                return Err(FsError::PassthroughBusy);
             }
             o.writers += 1;
             return Ok(None);
@@ -165,7 +164,7 @@ impl SpoolFs {
                 return Ok(None);
             }
             match make_backing(fd.as_fd()) {
-                Ok(id) => o.backing = Some(Arc::new(id)),
+                Ok(id) => o.backing = Some(id),
                 Err(e) => {
                     warn!("kernel passthrough unavailable ({e}); reads go through the daemon");
                     self.passthrough.store(false, Ordering::Relaxed);
@@ -233,7 +232,7 @@ impl SpoolFs {
         let h = self.handles.file(fh)?;
         let end = offset + data.len() as u64;
         let n = self.change_size(
-            &h.file().state,
+            h.file(),
             "write",
             |old| old.max(end),
             || backing::pwrite(h.fd.as_fd(), data, offset),
@@ -244,17 +243,8 @@ impl SpoolFs {
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handles.file(fh)?;
-        let fd = h.fd.as_raw_fd();
-        let ret = unsafe {
-            if datasync {
-                libc::fdatasync(fd)
-            } else {
-                libc::fsync(fd)
-            }
-        };
-        if ret < 0 {
-            return Err(FsError::last_os());
-        }
+        backing::sync_fd(h.fd(), datasync)
+            .map_err(|e| self.on_partition(h.file().leaf.part, e.into()))?;
         self.header_written(&h);
         Ok(())
     }
@@ -263,18 +253,10 @@ impl SpoolFs {
         let h = self.handles.file(fh)?;
         let fd = h.fd.as_fd();
         self.change_size(
-            &h.file().state,
+            h.file(),
             "fallocate",
             |old| fallocate_target(old, offset, length, mode),
-            || {
-                let r =
-                    unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, length as i64) };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            },
+            || backing::fallocate(fd, mode, offset, length),
             |_, _| {
                 backing::stat_fd(fd)
                     .map(|st| st.st_size as u64)
@@ -285,11 +267,7 @@ impl SpoolFs {
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
         let h = self.handles.file(fh)?;
-        let r = unsafe { libc::lseek(h.fd.as_raw_fd(), offset, whence) };
-        if r < 0 {
-            return Err(FsError::last_os());
-        }
-        Ok(r)
+        Ok(backing::lseek(h.fd(), offset, whence)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -306,7 +284,7 @@ impl SpoolFs {
         let in_size = backing::stat_fd(hin.fd.as_fd())?.st_size as u64;
         let len = len.min(in_size.saturating_sub(off_in)).min(u32::MAX as u64);
         let n = self.change_size(
-            &hout.file().state,
+            hout.file(),
             "copy_file_range",
             |old| {
                 if len == 0 {
@@ -315,7 +293,7 @@ impl SpoolFs {
                     old.max(off_out + len)
                 }
             },
-            || copy_range(&hin.fd, off_in, &hout.fd, off_out, len),
+            || backing::copy_file_range(hin.fd(), off_in, hout.fd(), off_out, len),
             |n, old| {
                 if *n == 0 {
                     old
@@ -329,19 +307,11 @@ impl SpoolFs {
 
     /// `open(O_TRUNC)` or `ftruncate` on an open descriptor.
     fn truncate_open(&self, file: &FileNode, fd: &OwnedFd, size: u64) -> FsResult<()> {
-        let raw = fd.as_raw_fd();
         self.change_size(
-            &file.state,
+            file,
             "truncate",
             |_| size,
-            || {
-                let r = unsafe { libc::ftruncate(raw, size as i64) };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            },
+            || backing::ftruncate(fd.as_fd(), size),
             |_, _| size,
         )
     }
@@ -365,28 +335,6 @@ impl SpoolFs {
     pub(super) fn truncate_handle(&self, h: &OpenFile, size: u64) -> FsResult<()> {
         self.truncate_open(h.file(), &h.fd, size)
     }
-}
-
-fn copy_range(
-    fin: &OwnedFd,
-    off_in: u64,
-    fout: &OwnedFd,
-    off_out: u64,
-    len: u64,
-) -> io::Result<usize> {
-    let mut oi = off_in as i64;
-    let mut oo = off_out as i64;
-    let n = unsafe {
-        libc::copy_file_range(
-            fin.as_raw_fd(),
-            &mut oi,
-            fout.as_raw_fd(),
-            &mut oo,
-            len as usize,
-            0,
-        )
-    };
-    backing::cvt_len(n)
 }
 
 /// The size a file may reach by `fallocate(mode, offset, length)`.

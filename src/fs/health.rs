@@ -7,14 +7,14 @@
 //! failing I/O, full, and healthy again.
 
 use std::fmt;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use super::{Partition, SpoolFs};
-use crate::backing::AsFdRef;
+use crate::backing::{self, AsFdRef};
+use crate::error::FsError;
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -80,17 +80,16 @@ impl HealthLog {
 /// whether it still takes an `fsync` of its root directory (a failed or
 /// shut-down device still answers from its caches, but not to that).
 fn probe(p: &Partition) -> Health {
-    let fd = p.root.as_fd_ref().as_raw_fd();
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatvfs(fd, &mut vfs) } != 0 {
-        return Health::Failing(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
+    let failing = |e: std::io::Error| Health::Failing(e.raw_os_error().unwrap_or(libc::EIO));
+    let vfs = match backing::statvfs_fd(p.root.as_fd_ref()) {
+        Ok(v) => v,
+        Err(e) => return failing(e),
+    };
     if vfs.f_flag & libc::ST_RDONLY != 0 {
         return Health::ReadOnly;
     }
-    if unsafe { libc::fsync(p.handle_root.as_fd_ref().as_raw_fd()) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Health::Failing(e.raw_os_error().unwrap_or(libc::EIO));
+    if let Err(e) = backing::sync_fd(p.handle_root.as_fd_ref(), false) {
+        return failing(e);
     }
     if vfs.f_bavail == 0 {
         return Health::Full;
@@ -104,6 +103,18 @@ pub fn is_partition_errno(errno: i32) -> bool {
 }
 
 impl SpoolFs {
+    /// An error of a backing call on partition `part`: when its errno says
+    /// the partition itself is in trouble, the error names the partition.
+    pub(super) fn on_partition(&self, part: usize, e: FsError) -> FsError {
+        match e {
+            FsError::Io(source) if is_partition_errno(source.raw_os_error().unwrap_or(0)) => {
+                let name = self.partitions[part].name.clone();
+                FsError::Partition { name, source }
+            }
+            e => e,
+        }
+    }
+
     /// Called with every error a request ends in: names the partition in
     /// trouble in the log when the error suggests one.
     pub fn note_error(&self, op: &str, errno: i32) {
@@ -128,7 +139,7 @@ impl SpoolFs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Health, HealthLog};
 
     #[test]
     fn only_changes_are_reported() {

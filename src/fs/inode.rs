@@ -19,6 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use super::accounts::FileState;
 use super::anchor::{Anchor, LeafFd};
 use super::listing::Listings;
 use crate::backing::{self, AsFdRef};
@@ -113,27 +114,13 @@ pub struct FileNode {
     pub passthrough_gone: Condvar,
 }
 
-/// What the accounting path knows about a regular file.
-#[derive(Debug, Default)]
-pub struct FileState {
-    pub size: u64,
-    pub nlink: u64,
-    /// One entry per name in an attributed folder (a multiset).
-    pub charges: Vec<FolderId>,
-    /// Whether the last name seen is a metadata file (gets the grace).
-    pub metadata: bool,
-    /// Last name seen, for log lines only.
-    pub parent: u64,
-    pub name: OsString,
-}
-
 /// Open-mode bookkeeping for passthrough: the kernel wants every open of an
 /// inode with a passthrough open to be passthrough too.
 #[derive(Default)]
 pub struct OpenState {
     pub writers: u32,
     pub passthrough_opens: u32,
-    pub backing: Option<Arc<fuser::BackingId>>,
+    pub backing: Option<super::PassthroughId>,
 }
 
 impl Node {
@@ -400,7 +387,9 @@ impl InodeTable {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
+
+    use super::{Body, DirNode, INO_BITS, InodeTable, Key, Loc, Node, ROOT_INO, SPARE_BASE};
 
     fn dir_body() -> Body {
         let loc = Loc {

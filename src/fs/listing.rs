@@ -122,8 +122,10 @@ impl Listings {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use fuser::FileType;
+    use std::time::Duration;
+
+    use super::{DirEntryOut, GEN_BITS, KEPT, Listings, Page, next_gen, offset_after};
+    use crate::fs::FileKind;
 
     fn entries(names: &[&str]) -> Vec<DirEntryOut> {
         names
@@ -131,7 +133,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| DirEntryOut {
                 name: n.into(),
-                kind: FileType::RegularFile,
+                kind: FileKind::RegularFile,
                 ino: i as u64 + 10,
             })
             .collect()

@@ -3,10 +3,8 @@
 use std::ffi::{CStr, OsStr};
 use std::sync::{Arc, Condvar, Mutex};
 
-use fuser::FileAttr;
-
 use super::inode::{Body, DirNode, FileNode, Key, LeafNode, Loc, Node, OpenState};
-use super::{SpoolFs, is_dir, is_reg};
+use super::{Attr, SpoolFs, is_dir, is_reg};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
@@ -14,7 +12,7 @@ use crate::error::{FsError, FsResult};
 pub(super) type Found = (usize, libc::stat);
 
 impl SpoolFs {
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
         let dir = self.dir_node(parent)?;
         let (node, st) = self.lookup_node(&dir, name)?;
         Ok(self.attr(node.ino, &st))
@@ -22,7 +20,7 @@ impl SpoolFs {
 
     /// `fh` is the open file an `fstat` came through, if any: it reaches
     /// the file even after its last name is gone.
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<FileAttr> {
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
         if let Some(st) = fh.and_then(|fh| self.stat_open(fh, ino)) {
             return Ok(self.attr(ino, &st?));
         }
@@ -34,13 +32,13 @@ impl SpoolFs {
         if let Some(node) = self.inodes.forget(ino, n)
             && let Some(f) = node.file()
         {
-            self.release_file_state(f);
+            self.accounts.release_file_state(f);
         }
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let leaf = node.leaf().ok_or(FsError::Errno(libc::EINVAL))?;
+        let leaf = node.leaf().ok_or(FsError::WrongKind)?;
         Ok(backing::readlink_fd(leaf.fd()?.as_fd_ref())?)
     }
 
@@ -84,7 +82,7 @@ impl SpoolFs {
     fn retire(&self, node: &Node, key: &Key) {
         self.inodes.forget_key(key);
         if let Some(f) = node.file() {
-            self.files.remove_if(key, |_, s| Arc::ptr_eq(s, &f.state));
+            self.accounts.retire(key, &f.state);
         }
         self.forget(node.ino, 1);
     }
@@ -92,7 +90,7 @@ impl SpoolFs {
     /// Every partition copy of `name` in `dir`: the first one found, and for
     /// a directory also its copies on later partitions.
     pub(super) fn find(&self, dir: &Node, c: &CStr) -> FsResult<Vec<Found>> {
-        let d = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?;
+        let d = dir.dir().ok_or(FsError::NotDir)?;
         let mut out: Vec<Found> = Vec::new();
         for (p, fd) in d.copies() {
             match backing::stat_at(fd.as_fd_ref(), c) {
@@ -109,7 +107,7 @@ impl SpoolFs {
             }
         }
         if out.is_empty() {
-            return Err(FsError::Errno(libc::ENOENT));
+            return Err(FsError::NotFound);
         }
         Ok(out)
     }
@@ -119,11 +117,11 @@ impl SpoolFs {
         let d = dir.dir().expect("find checked");
         let mut fds = Vec::with_capacity(found.len());
         for (p, st) in found {
-            let parent_fd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+            let parent_fd = d.copy(*p).ok_or(FsError::NotFound)?;
             let fd = backing::lookup_at(parent_fd.as_fd_ref(), c)?;
             // The name may have been replaced between stat and open.
             if Key::of(&backing::stat_fd(fd.as_fd_ref())?) != Key::of(st) {
-                return Err(FsError::Errno(libc::ENOENT));
+                return Err(FsError::NotFound);
             }
             fds.push((*p, fd));
         }

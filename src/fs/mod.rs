@@ -4,7 +4,10 @@
 //! One file per family of operations:
 //! - `inode.rs`   inode numbers, nodes, the table
 //! - `anchor.rs`  how file nodes reach their backing inode (descriptor or handle)
-//! - `account.rs` the one accounting path for sizes and names (quota)
+//! - `accounts/`  the accounting type: every charge, owner and transfer (quota),
+//!   a file charged once per quota root (`charged.rs`), subtree moves
+//!   (`subtree.rs`)
+//! - `account.rs` folders of directories, file states met by name, refusal logs
 //! - `lookup.rs`  lookup, getattr, forget, readlink
 //! - `dir.rs`     mkdir, rmdir, readdir, union directories
 //! - `listing.rs` the snapshots READDIR serves, and their offsets
@@ -14,9 +17,11 @@
 //! - `rename.rs`  rename, link, unlink
 //! - `xattr.rs`   extended attributes
 //! - `statfs.rs`  df: partition space or quota
+//! - `types.rs`   what the core answers with (attributes, kinds, passthrough ids)
 //! - `health.rs`  naming the partition in trouble in the log
 
 mod account;
+mod accounts;
 mod anchor;
 mod create;
 mod dir;
@@ -28,32 +33,32 @@ mod lookup;
 mod rename;
 mod setattr;
 mod statfs;
+mod types;
 mod xattr;
 
-use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use dashmap::DashMap;
-use fuser::{FileAttr, FileType, INodeNo};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use crate::backing::{self, AsFdRef};
 use crate::config::Config;
 use crate::error::{FsError, FsResult};
 use crate::layout::Layout;
-use crate::quota::{FolderId, Ledger};
+use crate::quota::Ledger;
 use crate::routing::Router;
 
+use accounts::Accounts;
 pub use anchor::set_budget as set_descriptor_budget;
 pub use dir::DirEntryOut;
 pub use file::Opened;
-use inode::{Body, DirNode, FileState, InodeTable, Key, Loc, Node, ROOT_INO};
+use inode::{Body, DirNode, InodeTable, Key, Loc, Node, ROOT_INO};
 pub use listing::offset_after;
 pub use setattr::SetAttr;
 pub use statfs::StatFs;
+pub use types::{Attr, FileKind, PassthroughId, SetTime};
 pub use xattr::CONTROL_XATTR;
 
 /// Who is asking: the credentials FUSE passes with every request.
@@ -77,18 +82,13 @@ pub struct SpoolFs {
     pub partitions: Vec<Partition>,
     router: Router,
     pub layout: Layout,
+    /// For reports and run-time limits (the control socket); every charge
+    /// goes through `accounts`.
     pub ledger: Arc<Ledger>,
+    /// The one accounting path (see `accounts.rs`).
+    pub accounts: Accounts,
     inodes: InodeTable,
-    /// Regular files' accounting state, by backing key: every file with a
-    /// live node, and every file with more than one name (so its names'
-    /// charges survive the node being forgotten).
-    files: DashMap<Key, Arc<Mutex<FileState>>>,
     handles: file::Handles,
-    /// Bumped whenever a directory's folder may have changed (directory
-    /// renames, `cyrus.header` landing): cached folders are then recomputed.
-    epoch: AtomicU64,
-    /// Owners of UUID mailbox directories learned from their `cyrus.header`.
-    uuid_owners: DashMap<PathBuf, FolderId>,
     /// Off once the kernel has refused a passthrough backing file.
     passthrough: AtomicBool,
     pub ttl: Duration,
@@ -123,13 +123,11 @@ impl SpoolFs {
             passthrough: AtomicBool::new(config.mount.passthrough),
             config,
             partitions,
+            accounts: Accounts::new(ledger.clone()),
             ledger,
             inodes: InodeTable::new(root, &root_keys),
-            files: DashMap::new(),
             handles: file::Handles::default(),
             health: health::HealthLog::new(partition_count),
-            epoch: AtomicU64::new(1),
-            uuid_owners: DashMap::new(),
         })
     }
 
@@ -140,7 +138,7 @@ impl SpoolFs {
     fn dir_node(&self, ino: u64) -> FsResult<Arc<Node>> {
         let node = self.node(ino)?;
         if node.dir().is_none() {
-            return Err(FsError::Errno(libc::ENOTDIR));
+            return Err(FsError::NotDir);
         }
         Ok(node)
     }
@@ -164,26 +162,10 @@ impl SpoolFs {
         self.dir_path(dir).join(name)
     }
 
-    /// The attributes the kernel sees: the backing `lstat` with our inode
+    /// The attributes callers see: the backing `lstat` with our inode
     /// number.
-    pub fn attr(&self, ino: u64, st: &libc::stat) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size: st.st_size as u64,
-            blocks: st.st_blocks as u64,
-            atime: time(st.st_atime, st.st_atime_nsec),
-            mtime: time(st.st_mtime, st.st_mtime_nsec),
-            ctime: time(st.st_ctime, st.st_ctime_nsec),
-            crtime: UNIX_EPOCH,
-            kind: file_type(st.st_mode),
-            perm: (st.st_mode & 0o7777) as u16,
-            nlink: st.st_nlink as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            rdev: st.st_rdev as u32,
-            blksize: st.st_blksize as u32,
-            flags: 0,
-        }
+    pub fn attr(&self, ino: u64, st: &libc::stat) -> Attr {
+        Attr::from_stat(ino, st)
     }
 
     pub fn partition_name(&self, part: usize) -> &str {
@@ -212,30 +194,23 @@ fn open_partition(name: &str, path: &std::path::Path) -> std::io::Result<Partiti
     })
 }
 
-fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
-}
-
-pub fn file_type(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
-}
-
 fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 fn is_reg(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// Every entry of a backing directory with its component and `lstat`;
+/// entries that vanish meanwhile or have unusable names are skipped.
+pub fn stat_entries(dir: BorrowedFd) -> std::io::Result<Vec<(OsString, CString, libc::stat)>> {
+    Ok(backing::read_dir(dir)?
+        .into_iter()
+        .filter_map(|e| {
+            let c = backing::component(&e.name).ok()?;
+            let st = backing::stat_at(dir, &c).ok()?;
+            Some((e.name, c, st))
+        })
+        .collect())
 }

@@ -7,30 +7,21 @@
 use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use fuser::FileAttr;
+use log::info;
 
 use super::account::RenamePlan;
-use super::inode::{FileState, Key, Node};
+use super::accounts::{ChargeMove, SubtreeMove};
+use super::inode::{Key, Node};
 use super::lookup::Found;
-use super::{SpoolFs, is_dir, is_reg};
+use super::{Attr, SpoolFs, is_dir, is_reg, stat_entries};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 use crate::layout::CYRUS_HEADER;
-use crate::quota::{ChargeKind, FolderId, Transfer};
 
 const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
-
-/// One file whose charge a directory rename moves between folders.
-struct ChargeMove {
-    key: Key,
-    size: u64,
-    from: Option<FolderId>,
-    to: Option<FolderId>,
-}
 
 impl SpoolFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -38,13 +29,13 @@ impl SpoolFs {
         let c = backing::component(name)?;
         let (part, st) = self.find(&dir, &c)?[0];
         if is_dir(&st) {
-            return Err(FsError::Errno(libc::EISDIR));
+            return Err(FsError::IsDir);
         }
         let pfd = dir
             .dir()
             .expect("dir")
             .copy(part)
-            .ok_or(FsError::Errno(libc::ENOENT))?;
+            .ok_or(FsError::NotFound)?;
         let unlink = || backing::unlink_at(pfd.as_fd_ref(), &c, false).map_err(FsError::from);
         if !is_reg(&st) {
             unlink()?;
@@ -55,29 +46,23 @@ impl SpoolFs {
         }
         let key = Key::of(&st);
         let state = self.known_state(key, &st, &dir);
-        self.remove_name(key, &state, self.folder_of(&dir), unlink)
+        self.remove_name(key, &state, &dir, unlink)
     }
 
-    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
         let node = self.node(ino)?;
-        let leaf = node.leaf().ok_or(FsError::Errno(libc::EPERM))?;
+        let leaf = node.leaf().ok_or(FsError::Permission)?;
         let dir = self.dir_node(newparent)?;
         let c = backing::component(newname)?;
         if self.name_exists(&dir, &c)? {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         let pfd = self.target_dir_on(&dir, leaf.part)?;
         let leaf_fd = leaf.fd()?;
         let link =
             || backing::link_at(leaf_fd.as_fd_ref(), pfd.as_fd_ref(), &c).map_err(FsError::from);
         match node.file() {
-            Some(f) => self.add_name(
-                &f.state,
-                self.folder_of(&dir),
-                (&dir, newname),
-                "link",
-                link,
-            )?,
+            Some(f) => self.add_name(&f.state, (&dir, newname), "link", link)?,
             None => link()?,
         }
         self.inodes.bump(&node);
@@ -98,14 +83,14 @@ impl SpoolFs {
         let src = self.find(&src_dir, &c_src)?;
         let dst = match self.find(&dst_dir, &c_dst) {
             Ok(f) => Some(f),
-            Err(FsError::Errno(libc::ENOENT)) => None,
+            Err(FsError::NotFound) => None,
             Err(e) => return Err(e),
         };
         if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
-            return Err(FsError::Errno(libc::EEXIST));
+            return Err(FsError::Exists);
         }
         if flags & RENAME_EXCHANGE != 0 && dst.is_none() {
-            return Err(FsError::Errno(libc::ENOENT));
+            return Err(FsError::NotFound);
         }
         let names = Names {
             src_dir: &src_dir,
@@ -136,14 +121,15 @@ impl SpoolFs {
     ) -> FsResult<()> {
         let (part, st) = src;
         if dst.is_some_and(|d| d.iter().any(|(p, _)| *p != part)) {
-            return Err(FsError::CrossPartition);
+            let (from, to) = (n.src_path(self), n.dst_path(self));
+            return Err(self.cross_partition("rename", &from, &to));
         }
         let from_fd = n
             .src_dir
             .dir()
             .expect("dir")
             .copy(part)
-            .ok_or(FsError::Errno(libc::ENOENT))?;
+            .ok_or(FsError::NotFound)?;
         let to_fd = self.target_dir_on(n.dst_dir, part)?;
         let native = || {
             backing::rename_at(
@@ -178,23 +164,18 @@ impl SpoolFs {
     }
 
     fn rename_dir(&self, n: &Names, src: &[Found], dst: Option<&[Found]>) -> FsResult<()> {
-        let old_path = self.child_path(n.src_dir, OsStr::from_bytes_ref(n.c_src));
-        let new_path = self.child_path(n.dst_dir, n.newname);
+        let (old_path, new_path) = (n.src_path(self), n.dst_path(self));
         if self.router.partition_for(&old_path) != self.router.partition_for(&new_path) {
-            return Err(FsError::CrossPartition);
+            return Err(self.cross_partition("rename", &old_path, &new_path));
         }
         if let Some(d) = dst {
             self.clear_replaced_dir(n, src, d)?;
         }
         let copies = self.dir_copies(n.src_dir, n.c_src, src)?;
         let moves = self.subtree_moves(&copies, &old_path, &new_path);
-        let transfer = self.reserve_moves(&moves, &old_path, &new_path)?;
-        if let Err(e) = self.rename_copies(n, src) {
-            self.ledger.end_transfer(transfer, false);
-            return Err(e);
-        }
-        self.ledger.end_transfer(transfer, true);
-        self.finish_moves(&moves);
+        let moving = self.begin_moves(moves, &old_path, &new_path)?;
+        self.rename_copies(n, src)?;
+        moving.commit();
         // The replaced directory is gone; its inode numbers may be reused.
         for (_, st) in dst.unwrap_or_default() {
             self.inodes.forget_key(&Key::of(st));
@@ -208,41 +189,31 @@ impl SpoolFs {
     /// their paths must route alike; charges move both ways.
     fn exchange_with_dirs(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {
         let parts = |f: &[Found]| f.iter().map(|(p, _)| *p).collect::<Vec<_>>();
-        let a = self.child_path(n.src_dir, n.name_of_src());
-        let b = self.child_path(n.dst_dir, n.newname);
+        let (a, b) = (n.src_path(self), n.dst_path(self));
         if parts(src) != parts(dst)
             || self.router.partition_for(&a) != self.router.partition_for(&b)
         {
-            return Err(FsError::CrossPartition);
+            return Err(self.cross_partition("exchange", &a, &b));
         }
         let mut moves = self.side_moves(n.src_dir, n.dst_dir, n.c_src, src, &a, &b)?;
         moves.extend(self.side_moves(n.dst_dir, n.src_dir, n.c_dst, dst, &b, &a)?);
-        let transfer = self.reserve_moves(&moves, &a, &b)?;
+        let moving = self.begin_moves(moves, &a, &b)?;
         for (part, _) in src {
-            let d = |dir: &Node| {
-                dir.dir()
-                    .expect("dir")
-                    .copy(*part)
-                    .ok_or(FsError::Errno(libc::ENOENT))
-            };
+            let d = |dir: &Node| dir.dir().expect("dir").copy(*part).ok_or(FsError::NotFound);
+            // An error from here on drops `moving`, which undoes it.
             let (from, to) = (d(n.src_dir)?, d(n.dst_dir)?);
-            if let Err(e) = backing::rename_at(
+            backing::rename_at(
                 from.as_fd_ref(),
                 n.c_src,
                 to.as_fd_ref(),
                 n.c_dst,
                 RENAME_EXCHANGE,
-            ) {
-                self.ledger.end_transfer(transfer, false);
-                return Err(e.into());
-            }
+            )?;
         }
-        self.ledger.end_transfer(transfer, true);
-        self.finish_moves(&moves);
+        moving.commit();
         self.set_dir_loc(&src[0].1, n.dst_dir.ino, n.newname);
         self.set_dir_loc(&dst[0].1, n.src_dir.ino, n.name_of_src());
-        self.swap_uuid_prefixes(&a, &b);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.accounts.swap_owners(&a, &b);
         Ok(())
     }
 
@@ -285,30 +256,6 @@ impl SpoolFs {
         }
     }
 
-    /// Learned UUID owners follow their directories when two swap places.
-    fn swap_uuid_prefixes(&self, a: &Path, b: &Path) {
-        let moved: Vec<(PathBuf, FolderId)> = self
-            .uuid_owners
-            .iter()
-            .filter_map(|e| {
-                let k = e.key();
-                let (from, to) = if k.starts_with(a) {
-                    (a, b)
-                } else if k.starts_with(b) {
-                    (b, a)
-                } else {
-                    return None;
-                };
-                Some((to.join(k.strip_prefix(from).expect("prefix")), *e.value()))
-            })
-            .collect();
-        self.uuid_owners
-            .retain(|k, _| !k.starts_with(a) && !k.starts_with(b));
-        for (k, v) in moved {
-            self.uuid_owners.insert(k, v);
-        }
-    }
-
     /// Renames every copy of a directory on its own partition.
     fn rename_copies(&self, n: &Names, src: &[Found]) -> FsResult<()> {
         for (part, _) in src {
@@ -317,7 +264,7 @@ impl SpoolFs {
                 .dir()
                 .expect("dir")
                 .copy(*part)
-                .ok_or(FsError::Errno(libc::ENOENT))?;
+                .ok_or(FsError::NotFound)?;
             let to = self.ensure_dir_on(n.dst_dir, *part)?;
             backing::rename_at(from.as_fd_ref(), n.c_src, to.as_fd_ref(), n.c_dst, 0)?;
         }
@@ -328,7 +275,7 @@ impl SpoolFs {
     /// every copy; copies where the source has none are removed first.
     fn clear_replaced_dir(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {
         if !is_dir(&dst[0].1) {
-            return Err(FsError::Errno(libc::ENOTDIR));
+            return Err(FsError::NotDir);
         }
         for (fd, _) in self
             .dir_copies(n.dst_dir, n.c_dst, dst)?
@@ -336,7 +283,7 @@ impl SpoolFs {
             .map(|(p, fd)| (fd, p))
         {
             if !backing::read_dir(fd.as_fd_ref())?.is_empty() {
-                return Err(FsError::Errno(libc::ENOTEMPTY));
+                return Err(FsError::NotEmpty);
             }
         }
         for (part, st) in dst
@@ -348,7 +295,7 @@ impl SpoolFs {
                 .dir()
                 .expect("dir")
                 .copy(*part)
-                .ok_or(FsError::Errno(libc::ENOENT))?;
+                .ok_or(FsError::NotFound)?;
             backing::unlink_at(pfd.as_fd_ref(), n.c_dst, true)?;
             self.inodes.forget_key(&Key::of(st));
         }
@@ -365,7 +312,7 @@ impl SpoolFs {
         found
             .iter()
             .map(|(p, _)| {
-                let pfd = d.copy(*p).ok_or(FsError::Errno(libc::ENOENT))?;
+                let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
                 Ok((*p, backing::lookup_at(pfd.as_fd_ref(), c)?))
             })
             .collect()
@@ -389,19 +336,13 @@ impl SpoolFs {
     fn walk_moves(&self, fd: &OwnedFd, old: PathBuf, new: PathBuf, out: &mut Vec<ChargeMove>) {
         let from = self.folder_for_path(&old, fd.as_fd());
         let to = self.folder_for_path(&new, fd.as_fd());
-        let Ok(entries) = backing::read_dir(fd.as_fd_ref()) else {
+        let Ok(entries) = stat_entries(fd.as_fd()) else {
             return;
         };
-        for e in entries {
-            let Ok(c) = backing::component(&e.name) else {
-                continue;
-            };
-            let Ok(st) = backing::stat_at(fd.as_fd_ref(), &c) else {
-                continue;
-            };
+        for (name, c, st) in entries {
             if is_dir(&st) {
                 if let Ok(child) = backing::lookup_at(fd.as_fd_ref(), &c) {
-                    self.walk_moves(&child, old.join(&e.name), new.join(&e.name), out);
+                    self.walk_moves(&child, old.join(&name), new.join(&name), out);
                 }
             } else if is_reg(&st) && from != to {
                 out.push(ChargeMove {
@@ -414,85 +355,54 @@ impl SpoolFs {
         }
     }
 
-    /// Moves every file's share to its new folder, all or nothing, checked
-    /// on net growth (the files leave their old folders); the transfer is
-    /// ended once the backing rename is done or failed.
-    fn reserve_moves(&self, moves: &[ChargeMove], old: &Path, new: &Path) -> FsResult<Transfer> {
-        let charges: Vec<(FolderId, u64)> = moves
-            .iter()
-            .filter_map(|m| m.to.map(|t| (t, m.size)))
-            .collect();
-        let credits: Vec<(FolderId, u64)> = moves
-            .iter()
-            .filter_map(|m| m.from.map(|f| (f, m.size)))
-            .collect();
-        self.ledger
-            .begin_transfer(&charges, &credits, ChargeKind::Data)
-            .map_err(|r| {
-                log::warn!("EDQUOT: rename {} -> {}: {r}", old.display(), new.display());
-                FsError::Quota(r)
-            })
-    }
-
-    /// After the rename: live file states learn their new folder.
-    fn finish_moves(&self, moves: &[ChargeMove]) {
-        for m in moves {
-            if let Some(state) = self.files.get(&m.key).map(|s| s.clone()) {
-                let mut s = state.lock().unwrap();
-                if let Some(i) = m.from.and_then(|f| s.charges.iter().position(|c| *c == f)) {
-                    s.charges.swap_remove(i);
-                }
-                s.charges.extend(m.to);
-            }
-        }
+    /// Starts moving the subtree's charges (see `Accounts::begin_moves`);
+    /// a refusal is logged with both paths.
+    fn begin_moves(
+        &self,
+        moves: Vec<ChargeMove>,
+        old: &Path,
+        new: &Path,
+    ) -> FsResult<SubtreeMove<'_>> {
+        self.accounts.begin_moves(moves).map_err(|r| {
+            log::warn!("EDQUOT: rename {} -> {}: {r}", old.display(), new.display());
+            FsError::Quota(r)
+        })
     }
 
     fn relocate_dir_node(&self, n: &Names, st: &libc::stat, old: &Path, new: &Path) {
         self.set_dir_loc(st, n.dst_dir.ino, n.newname);
-        let old_prefix = old.to_path_buf();
-        let moved: Vec<(PathBuf, FolderId)> = self
-            .uuid_owners
-            .iter()
-            .filter(|e| e.key().starts_with(&old_prefix))
-            .map(|e| {
-                (
-                    new.join(e.key().strip_prefix(&old_prefix).expect("prefix")),
-                    *e.value(),
-                )
-            })
-            .collect();
-        self.uuid_owners.retain(|k, _| !k.starts_with(&old_prefix));
-        for (k, v) in moved {
-            self.uuid_owners.insert(k, v);
-        }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.accounts.move_owners(old, new);
     }
 
     /// `dir`'s copy on `part` as a rename/link target: it must be the
     /// directory's home partition or the directory must exist there.
     fn target_dir_on(&self, dir: &Node, part: usize) -> FsResult<Arc<OwnedFd>> {
-        if let Some(fd) = dir.dir().ok_or(FsError::Errno(libc::ENOTDIR))?.copy(part) {
+        if let Some(fd) = dir.dir().ok_or(FsError::NotDir)?.copy(part) {
             return Ok(fd);
         }
         if self.home_partition(dir) != part {
-            return Err(FsError::CrossPartition);
+            let into = self.dir_path(dir);
+            return Err(self.cross_partition("rename or link", Path::new(""), &into));
         }
         self.ensure_dir_on(dir, part)
     }
 
-    /// The accounting state of a regular file met by name: the shared one
-    /// if known, else a private one from its `lstat`.
-    fn known_state(&self, key: Key, st: &libc::stat, dir: &Node) -> Arc<Mutex<FileState>> {
-        if let Some(s) = self.files.get(&key) {
-            return s.clone();
+    /// `EXDEV`, so the caller copies: logged, as an operator may expect a
+    /// rename where the daemon copies.
+    fn cross_partition(&self, what: &str, from: &Path, to: &Path) -> FsError {
+        if from.as_os_str().is_empty() {
+            info!(
+                "EXDEV: {what} into {}: not on the file's partition",
+                to.display()
+            );
+        } else {
+            info!(
+                "EXDEV: {what} {} -> {}: different partitions",
+                from.display(),
+                to.display()
+            );
         }
-        let charges = self.folder_of(dir).into_iter().collect();
-        Arc::new(Mutex::new(FileState {
-            size: st.st_size as u64,
-            nlink: st.st_nlink,
-            charges,
-            ..Default::default()
-        }))
+        FsError::CrossPartition
     }
 }
 
@@ -508,6 +418,14 @@ struct Names<'a> {
 impl Names<'_> {
     fn name_of_src(&self) -> &OsStr {
         OsStr::from_bytes_ref(self.c_src)
+    }
+
+    fn src_path(&self, fs: &SpoolFs) -> PathBuf {
+        fs.child_path(self.src_dir, self.name_of_src())
+    }
+
+    fn dst_path(&self, fs: &SpoolFs) -> PathBuf {
+        fs.child_path(self.dst_dir, self.newname)
     }
 }
 

@@ -3,12 +3,9 @@
 //! directory's change applies to all its partition copies.
 
 use std::os::fd::BorrowedFd;
-use std::time::UNIX_EPOCH;
 
-use fuser::{FileAttr, TimeOrNow};
-
-use super::SpoolFs;
 use super::inode::{Body, Node};
+use super::{Attr, SetTime, SpoolFs};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
 
@@ -19,13 +16,13 @@ pub struct SetAttr {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
-    pub atime: Option<TimeOrNow>,
-    pub mtime: Option<TimeOrNow>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
     pub fh: Option<u64>,
 }
 
 impl SpoolFs {
-    pub fn setattr(&self, ino: u64, a: SetAttr) -> FsResult<FileAttr> {
+    pub fn setattr(&self, ino: u64, a: SetAttr) -> FsResult<Attr> {
         let node = self.node(ino)?;
         if let Some(size) = a.size {
             self.truncate(&node, size, a.fh)?;
@@ -56,8 +53,8 @@ impl SpoolFs {
     fn truncate(&self, node: &Node, size: u64, fh: Option<u64>) -> FsResult<()> {
         let file = match &node.body {
             Body::File(f) => f,
-            Body::Dir(_) => return Err(FsError::Errno(libc::EISDIR)),
-            Body::Other(_) => return Err(FsError::Errno(libc::EINVAL)),
+            Body::Dir(_) => return Err(FsError::IsDir),
+            Body::Other(_) => return Err(FsError::WrongKind),
         };
         if let Some(h) = fh.and_then(|fh| self.handle_fd(fh)) {
             return self.truncate_handle(&h, size);
@@ -65,7 +62,7 @@ impl SpoolFs {
         let leaf_fd = file.leaf.fd()?;
         let fd = leaf_fd.as_fd_ref();
         self.change_size(
-            &file.state,
+            file,
             "truncate",
             |_| size,
             || backing::truncate_fd(fd, size),
@@ -95,62 +92,15 @@ fn is_symlink(node: &Node) -> bool {
         .unwrap_or(false)
 }
 
-fn timespec(t: TimeOrNow) -> libc::timespec {
+fn timespec(t: SetTime) -> libc::timespec {
     match t {
-        TimeOrNow::Now => libc::timespec {
+        SetTime::Now => libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_NOW,
         },
-        TimeOrNow::SpecificTime(t) => {
-            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
-                Err(e) => before_epoch(e.duration()),
-            };
-            libc::timespec {
-                tv_sec: sec,
-                tv_nsec: nsec,
-            }
-        }
-    }
-}
-
-/// The kernel's `(tv_sec, tv_nsec)` for a time before 1970, from how
-/// fuser 0.18 turned it into a `SystemTime`: it computes
-/// `UNIX_EPOCH - Duration::new(-tv_sec, tv_nsec)` (subtracting the
-/// nanoseconds instead of adding them), so the inverse is the duration's
-/// parts as they are — normalising them would move the time by twice the
-/// nanoseconds (`-31536000 s + 5 ns` would become `-31536000 s - 5 ns`).
-fn before_epoch(d: std::time::Duration) -> (i64, i64) {
-    (-(d.as_secs() as i64), d.subsec_nanos() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, SystemTime};
-
-    /// What fuser 0.18 hands us for the kernel's `(sec, nsec)`.
-    fn from_kernel(sec: i64, nsec: u32) -> SystemTime {
-        if sec >= 0 {
-            UNIX_EPOCH + Duration::new(sec as u64, nsec)
-        } else {
-            UNIX_EPOCH - Duration::new((-sec) as u64, nsec)
-        }
-    }
-
-    #[test]
-    fn kernel_times_round_trip_also_before_1970() {
-        for (sec, nsec) in [
-            (1_500_000_000, 987_654_321),
-            (0, 0),
-            (0, 7),
-            (-1, 0),
-            (-1, 5),
-            (-31_536_000, 5),
-            (-31_536_000, 999_999_999),
-        ] {
-            let t = timespec(TimeOrNow::SpecificTime(from_kernel(sec, nsec)));
-            assert_eq!((t.tv_sec, t.tv_nsec), (sec, nsec as i64), "{sec} {nsec}");
-        }
+        SetTime::At { sec, nsec } => libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as i64,
+        },
     }
 }

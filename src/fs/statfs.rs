@@ -32,10 +32,8 @@ impl SpoolFs {
                 .state
                 .lock()
                 .unwrap()
-                .charges
-                .first()
-                .copied()
-                .and_then(|f| self.ledger.statfs_quota(f)),
+                .some_folder()
+                .and_then(|f| self.accounts.statfs_quota(f)),
             Body::Other(_) => None,
         };
         let Some((limit, used)) = quota else {
@@ -89,7 +87,7 @@ fn quota_view(real: StatFs, limit: u64, used: u64) -> StatFs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{StatFs, quota_view};
 
     #[test]
     fn quota_view_is_bounded_by_real_space() {

@@ -21,33 +21,21 @@ impl SpoolFs {
         let node = self.node(ino)?;
         let reached = first_path(&node)?; // keeps the path valid
         let path = &reached.path;
-        let cname = xname(name)?;
-        sized_call(|buf, len| unsafe { libc::getxattr(path.as_ptr(), cname.as_ptr(), buf, len) })
+        Ok(backing::getxattr(path, &xname(name)?)?)
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         let node = self.node(ino)?;
         let reached = first_path(&node)?; // keeps the path valid
         let path = &reached.path;
-        sized_call(|buf, len| unsafe { libc::listxattr(path.as_ptr(), buf.cast(), len) })
+        Ok(backing::listxattr(path)?)
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         let node = self.node(ino)?;
         let cname = xname(name)?;
         for Reached { path, .. } in all_paths(&node)? {
-            let r = unsafe {
-                libc::setxattr(
-                    path.as_ptr(),
-                    cname.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    flags,
-                )
-            };
-            if r < 0 {
-                return Err(FsError::last_os());
-            }
+            backing::setxattr(&path, &cname, value, flags)?;
         }
         Ok(())
     }
@@ -56,16 +44,14 @@ impl SpoolFs {
         let node = self.node(ino)?;
         let cname = xname(name)?;
         for Reached { path, .. } in all_paths(&node)? {
-            if unsafe { libc::removexattr(path.as_ptr(), cname.as_ptr()) } < 0 {
-                return Err(FsError::last_os());
-            }
+            backing::removexattr(&path, &cname)?;
         }
         Ok(())
     }
 }
 
 fn xname(name: &OsStr) -> FsResult<CString> {
-    CString::new(name.as_bytes()).map_err(|_| FsError::Errno(libc::EINVAL))
+    CString::new(name.as_bytes()).map_err(|_| FsError::BadName)
 }
 
 /// `/proc/self/fd/N` paths reaching the node's backing objects (all copies
@@ -99,27 +85,5 @@ struct Reached<'a> {
 }
 
 fn first_path(node: &Node) -> FsResult<Reached<'_>> {
-    all_paths(node)?
-        .into_iter()
-        .next()
-        .ok_or(FsError::Errno(libc::ENOENT))
-}
-
-/// Runs a size-then-fill xattr call, growing the buffer if it raced.
-fn sized_call(call: impl Fn(*mut libc::c_void, usize) -> isize) -> FsResult<Vec<u8>> {
-    loop {
-        let need = call(std::ptr::null_mut(), 0);
-        if need < 0 {
-            return Err(FsError::last_os());
-        }
-        let mut buf = vec![0u8; need as usize];
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
-            return Err(FsError::last_os());
-        }
-    }
+    all_paths(node)?.into_iter().next().ok_or(FsError::NotFound)
 }

@@ -17,9 +17,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use overrides::*;
-use rules::*;
-use state::*;
+use overrides::{OverrideKey, describe_override, load_overrides, save_overrides};
+use rules::{LimitRules, configured_mailboxes};
+use state::State;
 
 use std::fmt;
 use std::hash::Hash;
@@ -154,7 +154,13 @@ pub struct Ledger {
     state_dir: PathBuf,
     metadata_grace: u64,
     warn_percent: u8,
+    /// Runs after a run-time limit change may have moved quota roots (the
+    /// filesystem recounts files with names in several folders).
+    roots_changed: Mutex<Option<RootsChanged>>,
 }
+
+/// See [`Ledger::on_roots_changed`].
+pub type RootsChanged = Box<dyn Fn() + Send + Sync>;
 
 impl Ledger {
     /// Loads run-time overrides from `state_dir/limits.json` if present.
@@ -175,6 +181,7 @@ impl Ledger {
             state_dir,
             metadata_grace: config.quota.metadata_grace,
             warn_percent: config.quota.warn_percent,
+            roots_changed: Mutex::new(None),
         })
     }
 
@@ -243,14 +250,16 @@ impl Ledger {
     /// on net growth (charges minus credits), then applied at once — `charges`
     /// added, `credits` taken off usage — so every report shows the
     /// outcome and no account shows more than the transfer leaves it. The
-    /// credited bytes stay held against the limits until `end_transfer`, so
-    /// nothing else can use that room before the names have really left.
+    /// credited bytes stay held against the limits until the transfer ends,
+    /// so nothing else can use that room before the names have really left.
+    /// The returned guard is undone when dropped unless committed, so no
+    /// error path can leave bytes held.
     pub fn begin_transfer(
         &self,
         charges: &[(FolderId, u64)],
         credits: &[(FolderId, u64)],
         kind: ChargeKind,
-    ) -> Result<Transfer, Refusal> {
+    ) -> Result<Transfer<'_>, Refusal> {
         let mut state = self.lock();
         self.charge_checked(&mut state, charges, credits, kind)?;
         let credits = credits
@@ -258,14 +267,16 @@ impl Ledger {
             .map(|&(folder, bytes)| (folder, state.credit_held(folder, bytes, self.warn_percent)))
             .collect();
         Ok(Transfer {
+            ledger: self,
             charges: charges.to_vec(),
             credits,
+            committed: false,
         })
     }
 
     /// Ends a transfer: releases the held bytes, and undoes the transfer if
     /// the operation failed.
-    pub fn end_transfer(&self, t: Transfer, done: bool) {
+    fn end_transfer(&self, t: &Transfer, done: bool) {
         let mut state = self.lock();
         for &(folder, bytes) in &t.credits {
             state.release_held(folder, bytes);
@@ -310,8 +321,28 @@ impl Ledger {
         state.rules.overrides = overrides;
         // An explicit mailbox limit can make (or unmake) a quota root.
         state.rebuild_accounts(self.warn_percent);
+        drop(state);
+        if let Some(f) = &*self.roots_changed.lock().unwrap_or_else(|e| e.into_inner()) {
+            f();
+        }
         log::info!("{scope}: limit {}", describe_override(limit));
         Ok(())
+    }
+
+    /// Sets what runs after a run-time limit change may have moved quota
+    /// roots (see [`Ledger::roots`]).
+    pub fn on_roots_changed(&self, f: RootsChanged) {
+        *self.roots_changed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// The quota root (mailbox account) of each folder, as numbers equal
+    /// for folders of one root; valid until a run-time limit change.
+    pub fn roots(&self, folders: &[FolderId]) -> Vec<usize> {
+        let state = self.lock();
+        folders
+            .iter()
+            .map(|f| state.folders[f.0 as usize].mailbox)
+            .collect()
     }
 
     /// The limit that applies to `scope` as an account (for a mailbox name
@@ -381,9 +412,29 @@ impl Ledger {
     }
 }
 
-/// A transfer under way (see `Ledger::begin_transfer`); must be ended.
-#[must_use = "a transfer must be ended with Ledger::end_transfer"]
-pub struct Transfer {
+/// A transfer under way (see `Ledger::begin_transfer`): committed once the
+/// operation it covers has happened, undone when dropped otherwise.
+#[must_use = "a transfer is undone when dropped; commit it once the operation is done"]
+pub struct Transfer<'a> {
+    ledger: &'a Ledger,
     charges: Vec<(FolderId, u64)>,
     credits: Vec<(FolderId, u64)>,
+    committed: bool,
+}
+
+impl Transfer<'_> {
+    /// The operation happened: the transfer stands and the held bytes are
+    /// released.
+    pub fn commit(mut self) {
+        self.committed = true;
+        self.ledger.end_transfer(&self, true);
+    }
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.ledger.end_transfer(self, false);
+        }
+    }
 }

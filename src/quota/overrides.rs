@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::*;
+use super::{LIMITS_FILE, Scope};
 use crate::config::Limit;
 use crate::layout::FolderRef;
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::*;
+use super::overrides::Overrides;
 use crate::config::{Config, Limit, QuotaConfig, TenantConfig};
 use crate::layout::FolderRef;
 

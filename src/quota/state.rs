@@ -3,7 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
-use super::*;
+use super::rules::LimitRules;
+use super::{FolderId, MailboxUsage, Refusal, Report, Scope, TenantUsage};
 use crate::config::Limit;
 use crate::layout::FolderRef;
 

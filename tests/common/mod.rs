@@ -2,6 +2,10 @@
 //! temporary partitions and always unmounts, also when a test panics.
 #![allow(dead_code)]
 
+pub mod corefs;
+pub mod posix;
+pub mod quota;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -276,15 +280,42 @@ pub fn as_user(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> i32) -> i
     }
 }
 
-/// Sum of st_size of every regular file name under `dir` (recursive).
+/// Σ st_size of the regular files under `dir` (recursive), each file once
+/// per quota root however many names it has there (SEMANTICS.md): the
+/// root of a path is its directory right below a `user` directory (the
+/// Cyrus named layout's mailbox), elsewhere `dir` itself.
 pub fn recount(dir: &Path) -> u64 {
+    recount_in(dir, dir, None, &mut std::collections::HashSet::new())
+}
+
+/// `recount(dir)` leaving out the subtree `skip` (a nested quota root).
+pub fn recount_without(dir: &Path, skip: &Path) -> u64 {
+    recount_in(dir, dir, Some(skip), &mut std::collections::HashSet::new())
+}
+
+fn recount_in(
+    dir: &Path,
+    root: &Path,
+    skip: Option<&Path>,
+    seen: &mut std::collections::HashSet<(PathBuf, u64, u64)>,
+) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     for e in rd.flatten() {
         let md = fs::symlink_metadata(e.path()).unwrap();
         if md.is_dir() {
-            total += recount(&e.path());
-        } else if md.is_file() {
+            let path = e.path();
+            if skip == Some(path.as_path()) {
+                continue;
+            }
+            let child_root = if dir.file_name() == Some("user".as_ref()) {
+                path.clone()
+            } else {
+                root.to_path_buf()
+            };
+            total += recount_in(&path, &child_root, skip, seen);
+        } else if md.is_file() && seen.insert((root.to_path_buf(), md.dev(), md.ino())) {
             total += md.len();
         }
     }

@@ -1412,6 +1412,7 @@ state_dir = "{tmp}/state"
         u = self.spoolfs_usage()
         recount = collections.Counter()
         per_folder = collections.defaultdict(list)
+        seen = set()  # a file counts once per quota root (SEMANTICS.md)
         for mbox in self.expected:
             root = quota_root_of(mbox)
             path = self.mbpath(mbox)
@@ -1422,7 +1423,8 @@ state_dir = "{tmp}/state"
                     continue
                 for n in os.listdir(d):
                     st = os.lstat(os.path.join(d, n))
-                    if stat.S_ISREG(st.st_mode):
+                    if stat.S_ISREG(st.st_mode) and (root, st.st_dev, st.st_ino) not in seen:
+                        seen.add((root, st.st_dev, st.st_ino))
                         recount[root] += st.st_size
             per_folder[root].append(f"{mbox} [{rel}]")
         reported = {e["name"]: e for e in u["mailboxes"]}

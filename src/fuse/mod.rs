@@ -8,15 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
-use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, SpoolFs, offset_after};
+mod convert;
+
+use convert::{file_attr, file_type, set_time};
+
+use crate::error::{FsError, FsResult};
+use crate::fs::{Attr, Caller, PassthroughId, SetAttr, SpoolFs, offset_after};
 use crate::invalidate::DirInvalidator;
 
 pub struct FuseAdapter {
@@ -36,6 +40,18 @@ impl FuseAdapter {
         let errno = e.errno();
         self.fs.note_error(op, errno);
         Errno::from_i32(errno)
+    }
+
+    /// Replies to a request that made a new name in `dir` (mknod, mkdir,
+    /// symlink, link).
+    fn new_entry(&self, op: &str, dir: INodeNo, result: FsResult<Attr>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => {
+                reply.entry(&self.ttl(), &file_attr(&attr), GEN);
+                self.changed(dir);
+            }
+            Err(e) => reply.error(self.errno(op, e)),
+        }
     }
 
     /// After a successful change to the entries of `dir`.
@@ -85,7 +101,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, GEN),
+            Ok(attr) => reply.entry(&self.ttl(), &file_attr(&attr), GEN),
             Err(e) => reply.error(self.errno("lookup", e)),
         }
     }
@@ -96,7 +112,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(attr) => reply.attr(&self.ttl(), &attr),
+            Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(self.errno("getattr", e)),
         }
     }
@@ -124,12 +140,12 @@ impl Filesystem for FuseAdapter {
             uid,
             gid,
             size,
-            atime,
-            mtime,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
             fh: fh.map(|f| f.0),
         };
         match self.fs.setattr(ino.0, change) {
-            Ok(attr) => reply.attr(&self.ttl(), &attr),
+            Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(self.errno("setattr", e)),
         }
     }
@@ -151,16 +167,10 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
+        let result = self
             .fs
-            .mknod(caller(req), parent.0, name, mode, umask, rdev)
-        {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
-                self.changed(parent);
-            }
-            Err(e) => reply.error(self.errno("mknod", e)),
-        }
+            .mknod(caller(req), parent.0, name, mode, umask, rdev);
+        self.new_entry("mknod", parent, result, reply);
     }
 
     fn mkdir(
@@ -172,13 +182,8 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(caller(req), parent.0, name, mode, umask) {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
-                self.changed(parent);
-            }
-            Err(e) => reply.error(self.errno("mkdir", e)),
-        }
+        let result = self.fs.mkdir(caller(req), parent.0, name, mode, umask);
+        self.new_entry("mkdir", parent, result, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -209,13 +214,8 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.fs.symlink(caller(req), parent.0, link_name, target) {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
-                self.changed(parent);
-            }
-            Err(e) => reply.error(self.errno("symlink", e)),
-        }
+        let result = self.fs.symlink(caller(req), parent.0, link_name, target);
+        self.new_entry("symlink", parent, result, reply);
     }
 
     fn rename(
@@ -251,18 +251,14 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(attr) => {
-                reply.entry(&self.ttl(), &attr, GEN);
-                self.changed(newparent);
-            }
-            Err(e) => reply.error(self.errno("link", e)),
-        }
+        let result = self.fs.link(ino.0, newparent.0, newname);
+        self.new_entry("link", newparent, result, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0, |fd| reply.open_backing(fd)) {
-            Ok(o) => match &o.backing {
+        let backing = |fd: std::os::fd::BorrowedFd| reply.open_backing(fd).map(PassthroughId::new);
+        match self.fs.open(ino.0, flags.0, backing) {
+            Ok(o) => match o.backing.as_ref().and_then(|b| b.get::<BackingId>()) {
                 Some(id) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), id),
                 None => reply.opened(FileHandle(o.fh), OPEN_FLAGS),
             },
@@ -369,7 +365,7 @@ impl Filesystem for FuseAdapter {
         };
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let next = offset_after(page.generation, i);
-            if reply.add(INodeNo(e.ino), next, e.kind, &e.name) {
+            if reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name) {
                 break;
             }
         }
@@ -449,7 +445,13 @@ impl Filesystem for FuseAdapter {
             .create(caller(req), parent.0, name, mode, umask, flags)
         {
             Ok((attr, fh)) => {
-                reply.created(&self.ttl(), &attr, GEN, FileHandle(fh), OPEN_FLAGS);
+                reply.created(
+                    &self.ttl(),
+                    &file_attr(&attr),
+                    GEN,
+                    FileHandle(fh),
+                    OPEN_FLAGS,
+                );
                 self.changed(parent);
             }
             Err(e) => reply.error(self.errno("create", e)),
