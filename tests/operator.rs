@@ -181,7 +181,23 @@ fn a_second_daemon_over_the_same_spool_is_refused_and_the_first_keeps_the_limit(
 fn a_killed_daemon_releases_its_locks_and_a_restart_succeeds_at_once() {
     let mut m = spool();
     put(&m, &format!("{JOHN}/1."), 10 * K);
-    m.kill9();
+    // Killed with its mount left behind: a start names the dead mount.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::metadata(&m.mnt).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed daemon's mount still answers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, out) = refused(&mount_args(&m.config, &m.mnt, &[]), &m.mnt);
+    assert!(!status.success());
+    assert!(
+        out.contains("dead FUSE mount") && out.contains("fusermount3 -u"),
+        "{out}"
+    );
+    m.kill9(); // reaps it and clears the dead mount
     // The dead daemon's socket is still there; the restart replaces it.
     assert!(m.state.join("control.sock").exists());
     let started = Instant::now();
@@ -293,8 +309,16 @@ fn a_mounted_mount_point_is_refused_unless_overmount() {
     assert!(m.path(JOHN).is_dir(), "the top mount is the second spool");
     assert!(!m.path("below").exists());
     // Unmount only the top one (the harness's stop would detach both).
-    assert!(Command::new("umount").arg(&m.mnt).status().unwrap().success());
-    let status = m.wait_exit(Duration::from_secs(30)).expect("top daemon exits");
+    assert!(
+        Command::new("umount")
+            .arg(&m.mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = m
+        .wait_exit(Duration::from_secs(30))
+        .expect("top daemon exits");
     assert!(status.success(), "{status}");
     assert_eq!(fs::read(first.path("below")).unwrap(), b"first");
 }

@@ -62,8 +62,8 @@ Mount options, comma-separated, as in fstab. Accepted:
   spoolfs: allow_other, noallow_other, passthrough, nopassthrough,
     default_permissions (always on), overmount (mount even if the mount point
     already is a mount point);
-  fstab only (ignored): defaults, auto, noauto, nofail, _netdev, user, nouser,
-    users, owner, group, comment=..., x-*.
+  fstab only (ignored): defaults, auto, noauto, nofail, _netdev, user, user=...,
+    nouser, users, owner, group, comment=..., helper=..., uhelper=..., x-*.
 Any other option is refused.";
 
 pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
@@ -93,7 +93,9 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
             "overmount" => parsed.overmount = true,
             "default_permissions" | "" => {}
             _ if FSTAB_ONLY.contains(&opt) => {}
-            _ if opt.starts_with("x-") || opt.starts_with("comment=") => {}
+            _ if ["x-", "comment=", "user=", "helper=", "uhelper="]
+                .iter()
+                .any(|prefix| opt.starts_with(prefix)) => {}
             _ => return Err(unknown(opt)),
         }
     }
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn spoolfs_and_fstab_options_are_kept_or_ignored() {
         let o = parse(Some(
-            "defaults,allow_other,nopassthrough,nofail,_netdev,x-systemd.requires=a.mount,comment=x,overmount,,",
+            "defaults,allow_other,nopassthrough,nofail,_netdev,x-systemd.requires=a.mount,comment=x,user=mail,overmount,,",
         ))
         .unwrap();
         assert_eq!(o.allow_other, Some(true));
