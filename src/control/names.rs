@@ -34,12 +34,8 @@ pub fn hint(layout: &LayoutConfig, scope: &ScopeArg) -> Option<String> {
         return None;
     };
     let folder = FolderRef::parse_display(name).ok()?;
-    (!folder.folder.starts_with("user/")).then(|| {
-        format!(
-            "{name:?} is a shared mailbox; a user's mailbox is user/{}",
-            folder.display()
-        )
-    })
+    (!folder.folder.starts_with("user/"))
+        .then(|| format!("{name:?} names a shared mailbox; a user's is user/NAME@DOMAIN"))
 }
 
 fn check_tenant(layout: &LayoutConfig, name: &str) -> Result<(), String> {
