@@ -47,16 +47,13 @@ pub fn check_not_mounted(mountpoint: &Path, overmount: bool) -> Result<(), Strin
 /// "fuse.spoolfs from spoolfs" for the topmost mount at `path`, from the
 /// text of `/proc/self/mountinfo`.
 pub fn mounted_at(mountinfo: &str, path: &Path) -> Option<String> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            let (fstype, source) = (fields.get(dash + 1)?, fields.get(dash + 2)?);
-            (PathBuf::from(unescape(fields.get(4)?)) == path)
-                .then(|| format!("{} from {}", unescape(fstype), unescape(source)))
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let dash = fields.iter().position(|f| *f == "-")?;
+        let (fstype, source) = (fields.get(dash + 1)?, fields.get(dash + 2)?);
+        (PathBuf::from(unescape(fields.get(4)?)) == path)
+            .then(|| format!("{} from {}", unescape(fstype), unescape(source)))
+    })
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.

@@ -39,7 +39,7 @@ pub fn human_size(bytes: u64) -> String {
     let exact = (1..=6)
         .rev()
         .map(|power| (power, 1u64 << (10 * power)))
-        .find(|&(_, unit)| bytes >= unit && bytes % unit == 0);
+        .find(|&(_, unit)| bytes >= unit && bytes.is_multiple_of(unit));
     match exact {
         Some((power, unit)) => {
             let name = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"][power - 1];
