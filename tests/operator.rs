@@ -163,6 +163,26 @@ fn a_second_daemon_over_the_same_spool_is_refused_and_the_first_keeps_the_limit(
         !other_state.exists(),
         "a refused start left its state_dir behind"
     );
+    // The locks are on the directories themselves: no lock file anywhere.
+    for (name, _) in &m.parts {
+        let entries: Vec<_> = fs::read_dir(m.backing(name, ""))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(entries.iter().all(|n| n == "mail"), "{name}: {entries:?}");
+    }
+    // A client's flock on the mount root stays in the kernel's FUSE inode:
+    // it neither conflicts with nor reaches the daemon's locks.
+    let root = File::open(&m.mnt).unwrap();
+    use std::os::fd::AsRawFd;
+    assert_eq!(
+        unsafe { libc::flock(root.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let (_, out) = refused(&mount_args(&m.config, &other_mnt, &[]), &other_mnt);
+    assert!(out.contains(&format!("PID {pid}")), "{out}");
+    drop(root);
     // The first daemon still enforces the limit to the byte.
     put(&m, &format!("{JOHN}/2."), 24 * K);
     let mut f = File::create(m.path(&format!("{JOHN}/3."))).unwrap();
