@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::fs::SpoolFs;
 use crate::fuse::FuseAdapter;
 use crate::invalidate::DirInvalidator;
-use crate::lock::{DirLock, LockError, lock_dir};
+use crate::lock::{DirLock, LockError, lock_dir, lock_tree};
 use crate::quota::Ledger;
 use crate::{backing, control, scan};
 use created::Created;
@@ -142,30 +142,42 @@ fn load(args: &MountArgs, created: &mut Created) -> Result<Config, String> {
 /// One daemon per partition and per state directory (see `lock.rs`):
 /// refused before anything is scanned, naming the holder.
 fn take_locks(config: &Config, created: &mut Created) -> Result<Vec<DirLock>, String> {
+    let state_dir = &config.control.state_dir;
+    created.dir_all(state_dir, 0o755)?;
+    let own_state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.clone());
     let mut locks = Vec::new();
     for p in &config.partitions {
         let what = format!("partition {} ({})", p.name, p.path.display());
-        locks.push(lock_dir(&p.path).map_err(|e| refusal(&what, e))?);
+        let tree = lock_tree(&p.path, &own_state);
+        locks.extend(tree.map_err(|(at, e)| refusal(&what, &at, &p.path, e))?);
     }
-    let state_dir = &config.control.state_dir;
-    created.dir_all(state_dir, 0o755)?;
     let what = format!("state_dir {}", state_dir.display());
-    locks.push(lock_dir(state_dir).map_err(|e| refusal(&what, e))?);
+    let lock =
+        lock_dir(state_dir, libc::LOCK_EX).map_err(|e| refusal(&what, &own_state, state_dir, e))?;
+    locks.push(lock);
     Ok(locks)
 }
 
-fn refusal(what: &str, e: LockError) -> String {
+/// `at`: the directory whose lock was refused, `path` or an ancestor.
+fn refusal(what: &str, at: &Path, path: &Path, e: LockError) -> String {
+    let by = |pid: Option<u32>| match pid {
+        Some(pid) => format!("{} (PID {pid})", process_name(pid)),
+        None => "another spoolfs daemon".to_string(),
+    };
+    let is_path = std::fs::canonicalize(path).map_or(true, |p| p == at);
+    let relation = match &e {
+        LockError::Held { shared: true, .. } => "contains a partition served by".to_string(),
+        LockError::Held { .. } if !is_path => {
+            format!("is inside {}, a partition served by", at.display())
+        }
+        _ => "is already served by".to_string(),
+    };
     match e {
-        LockError::Held { pid: Some(pid) } => format!(
-            "{what} is already served by {} (PID {pid}); one spool is served by one daemon: \
-             stop that one first",
-            process_name(pid)
+        LockError::Held { pid, .. } => format!(
+            "{what} {relation} {}; one spool is served by one daemon: stop that one first",
+            by(pid)
         ),
-        LockError::Held { pid: None } => format!(
-            "{what} is already served by another spoolfs daemon; one spool is served by one \
-             daemon: stop that one first"
-        ),
-        LockError::Io(e) => format!("{what}: cannot lock: {e}"),
+        LockError::Io(e) => format!("{what}: cannot lock {}: {e}", at.display()),
     }
 }
 

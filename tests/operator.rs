@@ -118,6 +118,12 @@ fn a_second_daemon_over_the_same_spool_is_refused_and_the_first_keeps_the_limit(
     for d in ["other-fast", "other-slow"] {
         fs::create_dir(m.tmp.path().join(d)).unwrap();
     }
+    // A partition inside one of the first daemon's partitions.
+    let nested = variant(&m, "nested.toml", |t| {
+        t.replace("part-fast", "part-fast/mail")
+            .replace("part-slow", "other-slow")
+            .replace(&*m.state.to_string_lossy(), &other_state.to_string_lossy())
+    });
     let cases = [
         (
             "same mount point",
@@ -143,6 +149,11 @@ fn a_second_daemon_over_the_same_spool_is_refused_and_the_first_keeps_the_limit(
             "the same state_dir",
             mount_args(&shared_state, &other_mnt, &[]),
             "state_dir",
+        ),
+        (
+            "a partition inside one of its partitions",
+            mount_args(&nested, &other_mnt, &[]),
+            "is inside",
         ),
     ];
     for (what, args, names) in cases {
