@@ -11,7 +11,9 @@ use crate::control::ScopeArg;
 #[command(
     name = "spoolfs",
     version,
-    about = "A FUSE filesystem for mail spools with routed partitions and write-time quotas"
+    about = "A FUSE filesystem for mail spools with routed partitions and write-time quotas",
+    after_help = "One spool is served by one daemon: a second `spoolfs mount` over a partition \
+                  or state_dir already in use is refused, naming the PID that serves it."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,28 +23,34 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Mount a spool and serve it in the foreground until unmounted or signalled.
+    #[command(after_help = crate::mount::options::HELP)]
     Mount {
         /// Configuration file; without it, a built-in default over --data-dir.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Where the built-in default keeps its partitions (created if missing).
-        #[arg(long, default_value = "spoolfs-data")]
+        #[arg(long, value_name = "DIR", default_value = "spoolfs-data")]
         data_dir: PathBuf,
-        /// Mount options as in fstab (allow_other, ro, ...); unknown ones are ignored.
-        #[arg(short = 'o')]
+        /// Mount options, comma-separated as in fstab (e.g. allow_other,noatime); see below.
+        #[arg(short = 'o', value_name = "OPTIONS")]
         options: Option<String>,
+        /// Existing empty directory to mount on; refused if it already is a mount point.
         mountpoint: PathBuf,
     },
     /// Validate a configuration and print what it would do.
     Check {
-        #[arg(long)]
+        /// Configuration file to check.
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Usage per tenant and mailbox: used, limit, percent, partition.
     Usage {
+        /// Print JSON for scripts (with percent and bytes per partition).
         #[arg(long)]
         json: bool,
-        mountpoint: PathBuf,
+        /// Any path inside the spoolfs mount.
+        #[arg(default_value = ".")]
+        path: PathBuf,
     },
     /// Read or change a limit at run time (root or a configured admin only).
     Quota {
@@ -53,33 +61,51 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum QuotaAction {
+    /// Show the limit that applies and the bytes used.
+    #[command(
+        after_help = "Example:\n  spoolfs quota get --mailbox user/john@example.org /var/spool/cyrus"
+    )]
     Get {
         #[command(flatten)]
         scope: ScopeOpt,
-        mountpoint: PathBuf,
+        /// Any path inside the spoolfs mount.
+        #[arg(default_value = ".")]
+        path: PathBuf,
     },
-    /// LIMIT: bytes with an optional K/M/G/T suffix, or "none".
+    /// Set a run-time limit (kept across restarts); a mailbox with no data yet may be given one.
+    #[command(
+        after_help = "Example:\n  spoolfs quota set --tenant example.org 5G /var/spool/cyrus"
+    )]
     Set {
         #[command(flatten)]
         scope: ScopeOpt,
+        /// Bytes with an optional K/M/G/T suffix (powers of 1024), or "none" for unlimited.
         limit: String,
-        mountpoint: PathBuf,
+        /// Any path inside the spoolfs mount.
+        #[arg(default_value = ".")]
+        path: PathBuf,
     },
     /// Drop the run-time limit: the configured one applies again.
+    #[command(
+        after_help = "Example:\n  spoolfs quota unset --mailbox user/john@example.org /var/spool/cyrus"
+    )]
     Unset {
         #[command(flatten)]
         scope: ScopeOpt,
-        mountpoint: PathBuf,
+        /// Any path inside the spoolfs mount.
+        #[arg(default_value = ".")]
+        path: PathBuf,
     },
 }
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 pub struct ScopeOpt {
-    #[arg(long)]
+    /// A tenant (customer): with the Cyrus layout, its mail domain, e.g. example.org.
+    #[arg(long, value_name = "NAME")]
     tenant: Option<String>,
-    /// e.g. user/john@example.org
-    #[arg(long)]
+    /// A mailbox, e.g. user/john@example.org (Cyrus) or john@example.org (pattern layout).
+    #[arg(long, value_name = "NAME")]
     mailbox: Option<String>,
 }
 

@@ -2,9 +2,13 @@
 //!
 //! The daemon listens on a Unix socket in the state directory; the CLI
 //! finds it through the virtual xattr `user.spoolfs.control` on the mount
-//! root. One JSON request line, one JSON answer line. The caller is known
-//! from `SO_PEERCRED`: only root and the configured admin uids are served,
-//! so nobody else can read any tenant's usage or change a limit.
+//! root, which it reaches from any path inside the mount. One JSON request
+//! line, one JSON answer line. The caller is known from `SO_PEERCRED`: only
+//! root and the configured admin uids are served, so nobody else can read
+//! any tenant's usage or change a limit. Names that cannot be a mailbox or
+//! tenant under the configured layout are refused (`names.rs`).
+
+mod names;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,9 +18,9 @@ use std::sync::Arc;
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Limit, parse_size};
+use crate::config::{LayoutConfig, Limit, parse_size};
 use crate::fs::SpoolFs;
-use crate::quota::{Ledger, Report, Scope};
+use crate::quota::{Ledger, Report, Scope, human_size};
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -55,8 +59,12 @@ impl ScopeArg {
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     Report(Report),
-    Limit { limit: Limit, used: u64 },
-    Ok,
+    Limit {
+        limit: Limit,
+        used: u64,
+    },
+    /// A change was made; what it was, in words.
+    Done(String),
     Error(String),
 }
 
@@ -66,7 +74,9 @@ impl SpoolFs {
     }
 }
 
-/// Binds the socket (replacing a stale one) and serves it on a thread.
+/// Binds the socket and serves it on a thread. Called only with the state
+/// directory's lock held (see `mount.rs`), so a socket already there is a
+/// dead daemon's, and is replaced.
 pub fn serve(fs: Arc<SpoolFs>) -> std::io::Result<PathBuf> {
     let path = fs.control_socket_path();
     // The daemon runs with umask 0: say the mode, or the state directory
@@ -77,30 +87,32 @@ pub fn serve(fs: Arc<SpoolFs>) -> std::io::Result<PathBuf> {
     let listener = UnixListener::bind(&path)?;
     // Anyone may connect; refusals are answered, with a reason.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
-    let admins = fs.config.control.admin_uids.clone();
-    let ledger = fs.ledger.clone();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (ledger, admins) = (ledger.clone(), admins.clone());
-                std::thread::spawn(move || handle(stream, &ledger, &admins));
+                let fs = fs.clone();
+                std::thread::spawn(move || handle(stream, &fs));
             }
         })?;
     Ok(path)
 }
 
-fn handle(stream: UnixStream, ledger: &Ledger, admins: &[u32]) {
+fn handle(stream: UnixStream, fs: &SpoolFs) {
+    let (ledger, admins) = (&*fs.ledger, &fs.config.control.admin_uids);
     let uid = peer_uid(&stream);
     let mut line = String::new();
     if BufReader::new(&stream).read_line(&mut line).is_err() {
         return;
     }
     let answer = match (uid, serde_json::from_str::<Request>(&line)) {
-        (Some(u), Ok(req)) if u == 0 || admins.contains(&u) => execute(ledger, req, u),
+        (Some(u), Ok(req)) if u == 0 || admins.contains(&u) => {
+            execute(ledger, &fs.config.layout, req, u)
+        }
         (_, Err(e)) => Answer::Error(format!("bad request: {e}")),
         (u, Ok(_)) => {
-            warn!("control: refused request from uid {u:?} (not root or an admin)");
+            let who = u.map_or_else(|| "an unknown uid".to_string(), |u| format!("uid {u}"));
+            warn!("control: refused a request from {who} (not root or an admin)");
             Answer::Error(
                 "permission denied: only root or a configured admin may use the control interface"
                     .into(),
@@ -112,32 +124,64 @@ fn handle(stream: UnixStream, ledger: &Ledger, admins: &[u32]) {
     let _ = (&stream).write_all(out.as_bytes());
 }
 
-fn execute(ledger: &Ledger, req: Request, uid: u32) -> Answer {
+fn execute(ledger: &Ledger, layout: &LayoutConfig, req: Request, uid: u32) -> Answer {
+    let checked = |scope: &ScopeArg| names::check(layout, scope).map(|()| scope.scope());
     match req {
         Request::Usage => Answer::Report(ledger.report()),
-        Request::QuotaGet { scope } => {
-            let s = scope.scope();
-            Answer::Limit {
+        Request::QuotaGet { scope } => match checked(&scope) {
+            Ok(s) => Answer::Limit {
                 limit: ledger.effective_limit(&s),
                 used: ledger.usage(&s),
-            }
-        }
-        Request::QuotaSet { scope, limit } => match parse_size(&limit) {
-            Ok(l) => change(ledger, &scope, Some(l), uid),
-            Err(e) => Answer::Error(format!("limit {limit:?}: {e}")),
+            },
+            Err(e) => Answer::Error(e),
         },
-        Request::QuotaUnset { scope } => change(ledger, &scope, None, uid),
+        Request::QuotaSet { scope, limit } => match (checked(&scope), parse_size(&limit)) {
+            (Err(e), _) => Answer::Error(e),
+            (_, Err(e)) => Answer::Error(format!("limit {limit:?}: {e}")),
+            (Ok(s), Ok(l)) => change(ledger, &s, Some(l), uid, names::hint(layout, &scope)),
+        },
+        // No name check: removing an override is always safe, also one
+        // recorded before the layout changed.
+        Request::QuotaUnset { scope } => change(ledger, &scope.scope(), None, uid, None),
     }
 }
 
-fn change(ledger: &Ledger, scope: &ScopeArg, limit: Option<Limit>, uid: u32) -> Answer {
-    match ledger.set_limit(&scope.scope(), limit) {
-        Ok(()) => {
-            info!("control: uid {uid} set {scope:?} limit to {limit:?}");
-            Answer::Ok
-        }
-        Err(e) => Answer::Error(e),
+/// `hint`: what to add when the name has no data yet.
+fn change(
+    ledger: &Ledger,
+    scope: &Scope,
+    limit: Option<Limit>,
+    uid: u32,
+    hint: Option<String>,
+) -> Answer {
+    // Provisioning before the first delivery is normal: say so, in case
+    // the name was mistyped.
+    let empty = ledger.usage(scope) == 0;
+    if let Err(e) = ledger.set_limit(scope, limit) {
+        return Answer::Error(e);
     }
+    let what = match limit {
+        Some(limit) => format!("limit set to {} for {scope}", limit_words(limit)),
+        None => format!(
+            "run-time limit removed for {scope}; the configured limit applies: {}",
+            limit_words(ledger.effective_limit(scope))
+        ),
+    };
+    info!("{what} by uid {uid}");
+    let note = if empty {
+        format!(
+            " (it has no data yet: provisioned, the limit applies from its first delivery; \
+             check the name if you expected data{})",
+            hint.map(|h| format!("; {h}")).unwrap_or_default()
+        )
+    } else {
+        format!(" (used {})", human_size(ledger.usage(scope)))
+    };
+    Answer::Done(what + &note)
+}
+
+fn limit_words(limit: Limit) -> String {
+    limit.map_or_else(|| "none (unlimited)".to_string(), human_size)
 }
 
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
@@ -160,13 +204,14 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     (r == 0).then_some(cred.uid)
 }
 
-/// Client side: asks the daemon mounted at `mountpoint`.
-pub fn ask(mountpoint: &Path, req: &Request) -> Result<Answer, String> {
-    let socket = socket_of(mountpoint)?;
+/// Client side: asks the daemon serving the mount `path` is in.
+pub fn ask(path: &Path, req: &Request) -> Result<Answer, String> {
+    let root = mount_root(path)?;
+    let socket = socket_of(&root).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut stream = UnixStream::connect(&socket).map_err(|e| {
         format!(
             "{}: cannot reach the spoolfs daemon at {}: {e}",
-            mountpoint.display(),
+            root.display(),
             socket.display()
         )
     })?;
@@ -182,10 +227,25 @@ pub fn ask(mountpoint: &Path, req: &Request) -> Result<Answer, String> {
     serde_json::from_str(&answer).map_err(|e| format!("bad answer from the daemon: {e}"))
 }
 
-fn socket_of(mountpoint: &Path) -> Result<PathBuf, String> {
+/// The root of the mount `path` is in: walks up while the parent is on
+/// the same device.
+fn mount_root(path: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    let mut here = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mine = dev(&here).map_err(|e| format!("{}: {e}", path.display()))?;
+    while let Some(parent) = here.parent() {
+        if dev(parent).ok() != Some(mine) {
+            break;
+        }
+        here = parent.to_path_buf();
+    }
+    Ok(here)
+}
+
+fn socket_of(root: &Path) -> Result<PathBuf, String> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let path =
-        std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let path = std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     let name = std::ffi::CString::new(crate::fs::CONTROL_XATTR).expect("constant");
     let mut buf = vec![0u8; 4096];
     let n = unsafe {
@@ -199,8 +259,9 @@ fn socket_of(mountpoint: &Path) -> Result<PathBuf, String> {
     if n < 0 {
         let e = std::io::Error::last_os_error();
         return Err(format!(
-            "{}: not a spoolfs mount ({e})",
-            mountpoint.display()
+            "not inside a spoolfs mount (no {} on its mount root {}: {e})",
+            crate::fs::CONTROL_XATTR,
+            root.display()
         ));
     }
     buf.truncate(n as usize);

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod fuse;
 pub mod invalidate;
 pub mod layout;
+pub mod lock;
 pub mod mount;
 pub mod quota;
 pub mod routing;

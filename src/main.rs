@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             mountpoint,
         }),
         Command::Check { config } => check(&config),
-        Command::Usage { json, mountpoint } => usage(&mountpoint, json),
+        Command::Usage { json, path } => usage(&path, json),
         Command::Quota { action } => quota(action),
     };
     match result {
@@ -45,8 +45,8 @@ fn check(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn usage(mountpoint: &Path, json: bool) -> Result<(), String> {
-    match control::ask(mountpoint, &Request::Usage)? {
+fn usage(path: &Path, json: bool) -> Result<(), String> {
+    match control::ask(path, &Request::Usage)? {
         Answer::Report(r) if json => {
             println!("{}", serde_json::to_string_pretty(&r).expect("json"))
         }
@@ -58,27 +58,22 @@ fn usage(mountpoint: &Path, json: bool) -> Result<(), String> {
 }
 
 fn quota(action: QuotaAction) -> Result<(), String> {
-    let (mountpoint, req) = match action {
-        QuotaAction::Get { scope, mountpoint } => {
-            (mountpoint, Request::QuotaGet { scope: scope.arg() })
-        }
-        QuotaAction::Set {
-            scope,
-            limit,
-            mountpoint,
-        } => (
-            mountpoint,
+    let (path, req) = match action {
+        QuotaAction::Get { scope, path } => (path, Request::QuotaGet { scope: scope.arg() }),
+        QuotaAction::Set { scope, limit, path } => (
+            path,
             Request::QuotaSet {
                 scope: scope.arg(),
                 limit,
             },
         ),
-        QuotaAction::Unset { scope, mountpoint } => {
-            (mountpoint, Request::QuotaUnset { scope: scope.arg() })
-        }
+        QuotaAction::Unset { scope, path } => (path, Request::QuotaUnset { scope: scope.arg() }),
     };
-    match control::ask(&mountpoint, &req)? {
-        Answer::Ok => Ok(()),
+    match control::ask(&path, &req)? {
+        Answer::Done(what) => {
+            println!("{what}");
+            Ok(())
+        }
         Answer::Limit { limit, used } => {
             let limit = limit.map(format_size).unwrap_or_else(|| "none".into());
             println!("limit {limit} used {} ({used} bytes)", format_size(used));

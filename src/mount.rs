@@ -1,5 +1,15 @@
-//! `spoolfs mount`: validate, rebuild usage, serve the control socket,
-//! mount, and unmount cleanly on SIGTERM/SIGINT or `fusermount3 -u`.
+//! `spoolfs mount`, in an order that makes a failed start harmless:
+//! parse the options, check the mount point exists, take the partition and
+//! state directory locks (one daemon per spool), check the mount point is
+//! not already mounted, *then* rebuild usage, mount, and only once mounted
+//! bind the control socket. Unmounts cleanly on SIGTERM/SIGINT or
+//! `fusermount3 -u`. A start that fails removes the directories it created
+//! and never touches a running daemon's socket (it cannot get that far
+//! without the state directory's lock).
+
+mod created;
+mod mountpoint;
+pub mod options;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,8 +25,11 @@ use crate::config::Config;
 use crate::fs::SpoolFs;
 use crate::fuse::FuseAdapter;
 use crate::invalidate::DirInvalidator;
+use crate::lock::{DirLock, LockError, lock_dir, lock_tree};
 use crate::quota::Ledger;
 use crate::{backing, control, scan};
+use created::Created;
+use options::MountOptions;
 
 pub struct MountArgs {
     pub config: Option<PathBuf>,
@@ -29,11 +42,16 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask and
     // only the signal thread below ever sees SIGTERM/SIGINT.
     block_stop_signals();
-    let mut config = load(&args)?;
-    apply_options(&mut config, args.options.as_deref());
+    let options = options::parse(args.options.as_deref())?;
+    mountpoint::check_usable(&args.mountpoint)?;
+    let mut created = Created::default();
+    let mut config = load(&args, &mut created)?;
+    apply_options(&mut config, &options);
     config
         .check_filesystem(Some(&args.mountpoint))
         .map_err(|e| e.to_string())?;
+    let _locks = take_locks(&config, &mut created)?;
+    mountpoint::check_not_mounted(&args.mountpoint, options.overmount)?;
     // Objects are created with exactly the mode the caller asked for.
     unsafe { libc::umask(0) };
     let fd_limit = backing::raise_fd_limit();
@@ -42,10 +60,48 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let ledger = Arc::new(Ledger::new(&config)?);
     let fs = Arc::new(SpoolFs::new(config, ledger)?);
     scan::rebuild_usage(&fs, scan_threads());
-    let socket = control::serve(fs.clone()).map_err(|e| format!("control socket: {e}"))?;
     let allow_other = fs.config.mount.allow_other;
-    let dev = kernel_mount(&args.mountpoint, allow_other)
+    let dev = kernel_mount(&args.mountpoint, allow_other, options.flags)
         .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()))?;
+    let started = serve(&fs, dev, allow_other);
+    let (session, socket) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = unmount(&args.mountpoint);
+            return Err(e);
+        }
+    };
+    created.keep();
+    spawn_signal_thread(args.mountpoint.clone());
+    info!(
+        "mounted {} ({} partitions{})",
+        args.mountpoint.display(),
+        fs.partitions.len(),
+        if options.flags & libc::MS_RDONLY != 0 {
+            ", read-only"
+        } else {
+            ""
+        }
+    );
+    let result = match session.run() {
+        // Unmounted while requests were in flight, the kernel ends the
+        // connection as aborted rather than gone; both are a clean end.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        other => other.map_err(|e| format!("session: {e}")),
+    };
+    // Still ours: the state directory's lock is held until we return.
+    let _ = std::fs::remove_file(socket);
+    info!("unmounted {}", args.mountpoint.display());
+    result
+}
+
+/// After the kernel mount: the control socket, then the FUSE session.
+fn serve(
+    fs: &Arc<SpoolFs>,
+    dev: OwnedFd,
+    allow_other: bool,
+) -> Result<(fuser::Session<FuseAdapter>, PathBuf), String> {
+    let socket = control::serve(fs.clone()).map_err(|e| format!("control socket: {e}"))?;
     let acl = if allow_other {
         SessionACL::All
     } else {
@@ -58,49 +114,86 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         dev,
         acl,
         session_config(&fs.config),
-    )
-    .map_err(|e| format!("FUSE handshake: {e}"))?;
-    let _ = notifier.set(session.notifier());
-    spawn_signal_thread(args.mountpoint.clone());
-    info!(
-        "mounted {} ({} partitions)",
-        args.mountpoint.display(),
-        fs.partitions.len()
     );
-    let result = match session.run() {
-        // Unmounted while requests were in flight, the kernel ends the
-        // connection as aborted rather than gone; both are a clean end.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
-        other => other.map_err(|e| format!("session: {e}")),
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return Err(format!("FUSE handshake: {e}"));
+        }
     };
-    let _ = std::fs::remove_file(socket);
-    info!("unmounted {}", args.mountpoint.display());
-    result
+    let _ = notifier.set(session.notifier());
+    Ok((session, socket))
 }
 
-fn load(args: &MountArgs) -> Result<Config, String> {
+fn load(args: &MountArgs, created: &mut Created) -> Result<Config, String> {
     if let Some(path) = &args.config {
         return Config::load(path).map_err(|e| e.to_string());
     }
     let data_dir = std::path::absolute(&args.data_dir).map_err(|e| e.to_string())?;
     let config = Config::builtin(&data_dir);
     for p in &config.partitions {
-        std::fs::create_dir_all(&p.path).map_err(|e| format!("{}: {e}", p.path.display()))?;
+        created.dir_all(&p.path, 0o755)?;
     }
     info!("no --config: built-in default over {}", data_dir.display());
     Ok(config)
 }
 
-/// fstab-style `-o` options that change behaviour; the rest (defaults,
-/// rw, nofail, _netdev, x-systemd.*) are for mount(8) and ignored.
-fn apply_options(config: &mut Config, options: Option<&str>) {
-    for opt in options.unwrap_or("").split(',').map(str::trim) {
-        match opt {
-            "allow_other" => config.mount.allow_other = true,
-            "noallow_other" => config.mount.allow_other = false,
-            "nopassthrough" => config.mount.passthrough = false,
-            _ => {}
+/// One daemon per partition and per state directory (see `lock.rs`):
+/// refused before anything is scanned, naming the holder.
+fn take_locks(config: &Config, created: &mut Created) -> Result<Vec<DirLock>, String> {
+    let state_dir = &config.control.state_dir;
+    created.dir_all(state_dir, 0o755)?;
+    let own_state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.clone());
+    let mut locks = Vec::new();
+    for p in &config.partitions {
+        let what = format!("partition {} ({})", p.name, p.path.display());
+        let tree = lock_tree(&p.path, &own_state);
+        locks.extend(tree.map_err(|(at, e)| refusal(&what, &at, &p.path, e))?);
+    }
+    let what = format!("state_dir {}", state_dir.display());
+    let lock =
+        lock_dir(state_dir, libc::LOCK_EX).map_err(|e| refusal(&what, &own_state, state_dir, e))?;
+    locks.push(lock);
+    Ok(locks)
+}
+
+/// `at`: the directory whose lock was refused, `path` or an ancestor.
+fn refusal(what: &str, at: &Path, path: &Path, e: LockError) -> String {
+    let by = |pid: Option<u32>| match pid {
+        Some(pid) => format!("{} (PID {pid})", process_name(pid)),
+        None => "another spoolfs daemon".to_string(),
+    };
+    let is_path = std::fs::canonicalize(path).map_or(true, |p| p == at);
+    let relation = match &e {
+        LockError::Held { shared: true, .. } => "contains a partition served by".to_string(),
+        LockError::Held { .. } if !is_path => {
+            format!("is inside {}, a partition served by", at.display())
         }
+        _ => "is already served by".to_string(),
+    };
+    match e {
+        LockError::Held { pid, .. } => format!(
+            "{what} {relation} {}; one spool is served by one daemon: stop that one first",
+            by(pid)
+        ),
+        LockError::Io(e) => format!("{what}: cannot lock {}: {e}", at.display()),
+    }
+}
+
+fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| "another process".to_string())
+}
+
+/// What `-o` says about spoolfs itself; the kernel flags go to mount(2).
+fn apply_options(config: &mut Config, options: &MountOptions) {
+    if let Some(allow_other) = options.allow_other {
+        config.mount.allow_other = allow_other;
+    }
+    if let Some(passthrough) = options.passthrough {
+        config.mount.passthrough = passthrough;
     }
 }
 
@@ -114,8 +207,14 @@ fn session_config(config: &Config) -> fuser::Config {
 /// Mounts `/dev/fuse` ourselves: fuser's own mount names the type plain
 /// `fuse`, while operators and fstab expect `fuse.spoolfs`.
 /// `default_permissions`: the kernel checks permissions against the
-/// caller's uid and all its groups, exactly as for ext4.
-fn kernel_mount(mountpoint: &Path, allow_other: bool) -> std::io::Result<OwnedFd> {
+/// caller's uid and all its groups, exactly as for ext4. `flags`: the
+/// generic `-o` options (`MS_RDONLY` makes every write `EROFS` in the
+/// kernel, before it reaches the daemon or the ledger).
+fn kernel_mount(
+    mountpoint: &Path,
+    allow_other: bool,
+    flags: libc::c_ulong,
+) -> std::io::Result<OwnedFd> {
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -138,7 +237,7 @@ fn kernel_mount(mountpoint: &Path, allow_other: bool) -> std::io::Result<OwnedFd
             source.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
-            libc::MS_NODEV,
+            flags,
             data.as_ptr().cast(),
         )
     };
@@ -186,9 +285,17 @@ fn spawn_signal_thread(mountpoint: PathBuf) {
         let set = stop_signals();
         let mut sig = 0;
         unsafe { libc::sigwait(&set, &mut sig) };
-        info!("signal {sig}: unmounting");
+        info!("{}: unmounting", signal_name(sig));
         if let Err(e) = unmount(&mountpoint) {
             log::error!("unmount: {e}");
         }
     });
+}
+
+fn signal_name(sig: libc::c_int) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".to_string(),
+        libc::SIGINT => "SIGINT".to_string(),
+        other => format!("signal {other}"),
+    }
 }

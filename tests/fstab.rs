@@ -116,12 +116,19 @@ fn mount_t_fuse_spoolfs_works_and_umount_stops_the_daemon() {
 
 #[test]
 fn fstab_line_mounts() {
+    let (tmp, mnt, _guard) = fstab_mount("defaults,allow_other");
+    check_working(&mnt, tmp.path());
+}
+
+/// `mount -T FSTAB MOUNTPOINT` with a one-line fstab giving `options`;
+/// asserts it succeeded.
+fn fstab_mount(options: &str) -> (tempfile::TempDir, PathBuf, Mounted) {
     let (tmp, config, mnt) = setup();
     let fstab = tmp.path().join("fstab");
     fs::write(
         &fstab,
         format!(
-            "{} {} fuse.spoolfs defaults,allow_other 0 0\n",
+            "{} {} fuse.spoolfs {options} 0 0\n",
             config.display(),
             mnt.display()
         ),
@@ -133,9 +140,9 @@ fn fstab_line_mounts() {
         .arg(&mnt)
         .status()
         .unwrap();
-    let _guard = Mounted(mnt.clone());
+    let guard = Mounted(mnt.clone());
     assert!(st.success(), "mount via fstab line failed");
-    check_working(&mnt, tmp.path());
+    (tmp, mnt, guard)
 }
 
 #[test]
@@ -146,18 +153,56 @@ fn helper_reports_a_bad_config() {
         "[partitions]\nfast = \"/nonexistent/spoolfs-partition\"\n",
     )
     .unwrap();
-    let out = mount_cmd(tmp.path())
-        .args(["-t", "fuse.spoolfs"])
-        .arg(&config)
-        .arg(&mnt)
-        .output()
-        .unwrap();
+    let out = mount_t(tmp.path(), &config, &mnt, None);
     let _guard = Mounted(mnt.clone());
-    assert!(!out.status.success());
-    assert!(!is_mounted(&mnt));
-    let log = fs::read_to_string(tmp.path().join("daemon.log")).unwrap();
-    assert!(
-        log.contains("partitions.fast"),
-        "log should name the key: {log}"
-    );
+    assert_refused(&out, &mnt, tmp.path(), "partitions.fast");
+}
+
+/// `mount -t fuse.spoolfs [-o OPTIONS] CONFIG MOUNTPOINT`.
+fn mount_t(tmp: &Path, config: &Path, mnt: &Path, options: Option<&str>) -> std::process::Output {
+    let mut cmd = mount_cmd(tmp);
+    cmd.args(["-t", "fuse.spoolfs"]);
+    if let Some(options) = options {
+        cmd.args(["-o", options]);
+    }
+    cmd.arg(config).arg(mnt).output().unwrap()
+}
+
+/// mount(8) failed, nothing was mounted, and the daemon's log says `why`.
+#[track_caller]
+fn assert_refused(out: &std::process::Output, mnt: &Path, tmp: &Path, why: &str) {
+    assert!(!out.status.success(), "mount succeeded");
+    assert!(!is_mounted(mnt));
+    let log = fs::read_to_string(tmp.join("daemon.log")).unwrap();
+    assert!(log.contains(why), "the log should say {why:?}: {log}");
+}
+
+#[test]
+fn fstab_line_with_generic_and_fstab_only_options_mounts_read_only() {
+    let (_tmp, mnt, _guard) =
+        fstab_mount("ro,noatime,nosuid,nofail,_netdev,x-systemd.automount,allow_other");
+    assert!(is_mounted(&mnt));
+    let err = fs::create_dir(mnt.join("x")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
+
+#[test]
+fn helper_reports_an_unknown_option_by_name() {
+    let (tmp, config, mnt) = setup();
+    let out = mount_t(tmp.path(), &config, &mnt, Some("allow_other,bogus_opt"));
+    let _guard = Mounted(mnt.clone());
+    assert_refused(&out, &mnt, tmp.path(), "unknown mount option \"bogus_opt\"");
+}
+
+#[test]
+fn a_second_mount_of_the_same_spool_fails() {
+    let (tmp, config, mnt) = setup();
+    let first = mount_t(tmp.path(), &config, &mnt, Some("allow_other"));
+    let _guard = Mounted(mnt.clone());
+    assert!(first.status.success());
+    let out = mount_t(tmp.path(), &config, &mnt, Some("allow_other"));
+    assert!(!out.status.success(), "a second mount was accepted");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("already served"), "{said}");
+    check_working(&mnt, tmp.path());
 }

@@ -296,7 +296,11 @@ fn usage_json_has_exactly_the_documented_shape() {
     for t in u["tenants"].as_array().unwrap() {
         let mut keys: Vec<&String> = t.as_object().unwrap().keys().collect();
         keys.sort();
-        assert_eq!(keys, ["limit", "name", "used"], "tenant keys: {t}");
+        assert_eq!(
+            keys,
+            ["limit", "name", "percent", "used"],
+            "tenant keys: {t}"
+        );
         assert!(
             t["used"].is_u64() && (t["limit"].is_u64() || t["limit"].is_null()),
             "{t}"
@@ -307,7 +311,15 @@ fn usage_json_has_exactly_the_documented_shape() {
         keys.sort();
         assert_eq!(
             keys,
-            ["limit", "name", "partition", "tenant", "used"],
+            [
+                "limit",
+                "name",
+                "partition",
+                "partitions",
+                "percent",
+                "tenant",
+                "used"
+            ],
             "mailbox keys: {mbx}"
         );
         assert!(

@@ -18,6 +18,7 @@ mod state;
 mod tests;
 
 use overrides::{OverrideKey, describe_override, load_overrides, save_overrides};
+pub use report::{PartitionUsage, human_size};
 use rules::{LimitRules, configured_mailboxes};
 use state::State;
 
@@ -127,6 +128,9 @@ pub struct TenantUsage {
     pub name: String,
     pub used: u64,
     pub limit: Option<u64>,
+    /// used / limit in percent, one decimal; `None` without a limit.
+    #[serde(default)]
+    pub percent: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -137,6 +141,12 @@ pub struct MailboxUsage {
     pub limit: Option<u64>,
     /// Partition(s) the mailbox's folders live on, comma-separated.
     pub partition: Option<String>,
+    /// used / limit in percent, one decimal; `None` without a limit.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Every partition the mailbox's folders live on, with their bytes.
+    #[serde(default)]
+    pub partitions: Vec<PartitionUsage>,
 }
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,53 @@
 //! The usage report: what `spoolfs usage` prints.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use super::*;
+
+/// One partition of a mailbox, with the bytes of its folders recorded there
+/// (a folder whose directory exists on several partitions counts where it
+/// was last seen: the ledger keeps one partition per folder).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PartitionUsage {
+    pub name: String,
+    pub bytes: u64,
+}
+
+pub(super) fn by_partition(bytes: &BTreeMap<&str, u64>) -> Vec<PartitionUsage> {
+    bytes
+        .iter()
+        .map(|(name, bytes)| PartitionUsage {
+            name: name.to_string(),
+            bytes: *bytes,
+        })
+        .collect()
+}
+
+/// used / limit in percent with one decimal, for JSON; a zero limit is full.
+pub(super) fn percent_value(used: u64, limit: Option<u64>) -> Option<f64> {
+    limit.map(|limit| match limit {
+        0 => 100.0,
+        limit => (used as f64 * 1000.0 / limit as f64).round() / 10.0,
+    })
+}
+
+/// A size for log lines and replies: `10 MiB` for whole units, `1.5 MiB`
+/// otherwise, `512 B` below a KiB.
+pub fn human_size(bytes: u64) -> String {
+    let exact = (1..=6)
+        .rev()
+        .map(|power| (power, 1u64 << (10 * power)))
+        .find(|&(_, unit)| bytes >= unit && bytes.is_multiple_of(unit));
+    match exact {
+        Some((power, unit)) => {
+            let name = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"][power - 1];
+            format!("{} {name}", bytes / unit)
+        }
+        None => human_bytes(bytes),
+    }
+}
 
 impl Report {
     /// Two aligned tables (tenants, then mailboxes): name, used, limit,
@@ -80,5 +127,28 @@ pub(super) fn percent(used: u64, limit: Option<u64>) -> String {
         // Nothing more fits: as full as it gets.
         Some(0) => "100.0%".to_string(),
         Some(limit) => format!("{:.1}%", used as f64 * 100.0 / limit as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_operators_write_them() {
+        assert_eq!(human_size(10 << 20), "10 MiB");
+        assert_eq!(human_size(10240), "10 KiB");
+        assert_eq!(human_size(5 << 30), "5 GiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(0), "0 B");
+    }
+
+    #[test]
+    fn percent_has_one_decimal_and_none_without_a_limit() {
+        assert_eq!(percent_value(8192, Some(10240)), Some(80.0));
+        assert_eq!(percent_value(1, Some(3)), Some(33.3));
+        assert_eq!(percent_value(5, Some(0)), Some(100.0));
+        assert_eq!(percent_value(5, None), None);
     }
 }

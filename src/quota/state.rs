@@ -1,8 +1,9 @@
 //! Accounts and the state behind the ledger's lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use super::report::{by_partition, percent_value};
 use super::rules::LimitRules;
 use super::{FolderId, MailboxUsage, Refusal, Report, Scope, TenantUsage};
 use crate::config::Limit;
@@ -393,6 +394,7 @@ impl State {
                 name: scope_name(&account.scope),
                 used: account.used,
                 limit: account.limit,
+                percent: percent_value(account.used, account.limit),
             })
             .collect();
         let partitions = self.partitions_by_mailbox();
@@ -402,7 +404,9 @@ impl State {
                 tenant: account.tenant.clone(),
                 used: account.used,
                 limit: account.limit,
-                partition: partitions.get(&i).map(|set| join(set)),
+                partition: partitions.get(&i).map(|bytes| join(bytes.keys())),
+                percent: percent_value(account.used, account.limit),
+                partitions: partitions.get(&i).map_or_else(Vec::new, by_partition),
             })
             .collect();
         tenants.sort_by(|a, b| a.name.cmp(&b.name));
@@ -410,15 +414,17 @@ impl State {
         Report { tenants, mailboxes }
     }
 
-    /// Distinct partitions of each mailbox account's folders.
-    pub(super) fn partitions_by_mailbox(&self) -> HashMap<usize, BTreeSet<&str>> {
-        let mut partitions: HashMap<usize, BTreeSet<&str>> = HashMap::new();
+    /// Distinct partitions of each mailbox account's folders, with the
+    /// bytes of the folders recorded on each.
+    pub(super) fn partitions_by_mailbox(&self) -> HashMap<usize, BTreeMap<&str, u64>> {
+        let mut partitions: HashMap<usize, BTreeMap<&str, u64>> = HashMap::new();
         for folder in &self.folders {
             if let Some(partition) = &folder.partition {
-                partitions
+                *partitions
                     .entry(folder.mailbox)
                     .or_default()
-                    .insert(partition);
+                    .entry(partition)
+                    .or_default() += folder.usage;
             }
         }
         partitions
@@ -483,6 +489,6 @@ pub(super) fn scope_name(scope: &Scope) -> String {
     }
 }
 
-pub(super) fn join(partitions: &BTreeSet<&str>) -> String {
-    partitions.iter().copied().collect::<Vec<_>>().join(",")
+pub(super) fn join<'a>(partitions: impl Iterator<Item = &'a &'a str>) -> String {
+    partitions.copied().collect::<Vec<_>>().join(",")
 }

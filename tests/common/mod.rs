@@ -22,6 +22,8 @@ pub struct Mount {
     pub config: PathBuf,
     pub state: PathBuf,
     pub log: PathBuf,
+    /// Extra `spoolfs mount` arguments (e.g. `-o ro`) for the next spawn.
+    pub args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -100,6 +102,7 @@ impl Mount {
             config,
             state,
             log,
+            args: Vec::new(),
             child: None,
         };
         m.spawn();
@@ -114,7 +117,9 @@ impl Mount {
             .open(&self.log)
             .unwrap();
         let child = Command::new(BIN)
-            .args(["mount", "--config"])
+            .arg("mount")
+            .args(&self.args)
+            .arg("--config")
             .arg(&self.config)
             .arg(&self.mnt)
             .env(
@@ -252,7 +257,7 @@ pub fn is_mounted(mnt: &Path) -> bool {
     })
 }
 
-fn lazy_unmount(mnt: &Path) {
+pub fn lazy_unmount(mnt: &Path) {
     let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }

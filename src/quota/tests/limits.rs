@@ -276,10 +276,10 @@ fn report_json_has_exactly_the_documented_shape() {
     ledger.set_limit(&mailbox(JANE), Some(Some(1024))).unwrap();
     let json = serde_json::to_string(&ledger.report()).unwrap();
     let expected = concat!(
-        r#"{"tenants":[{"name":"example.org","used":42,"limit":5000}],"#,
+        r#"{"tenants":[{"name":"example.org","used":42,"limit":5000,"percent":0.8}],"#,
         r#""mailboxes":["#,
-        r#"{"name":"user/jane@example.org","tenant":"example.org","used":0,"limit":1024,"partition":null},"#,
-        r#"{"name":"user/john@example.org","tenant":"example.org","used":42,"limit":null,"partition":"fast"}"#,
+        r#"{"name":"user/jane@example.org","tenant":"example.org","used":0,"limit":1024,"partition":null,"percent":0.0,"partitions":[]},"#,
+        r#"{"name":"user/john@example.org","tenant":"example.org","used":42,"limit":null,"partition":"fast","percent":null,"partitions":[{"name":"fast","bytes":42}]}"#,
         r#"]}"#
     );
     assert_eq!(json, expected);
@@ -304,8 +304,15 @@ fn report_lists_every_partition_of_a_mailbox() {
     ledger.set_partition(inbox, "fast");
     ledger.set_partition(archive, "slow");
     ledger.charge_unchecked(&[inbox], 1);
-    let partition = ledger.report().mailboxes[0].partition.clone();
-    assert_eq!(partition.as_deref(), Some("fast,slow"));
+    ledger.charge_unchecked(&[archive], 20);
+    let report = ledger.report();
+    assert_eq!(report.mailboxes[0].partition.as_deref(), Some("fast,slow"));
+    let bytes: Vec<(&str, u64)> = report.mailboxes[0]
+        .partitions
+        .iter()
+        .map(|p| (p.name.as_str(), p.bytes))
+        .collect();
+    assert_eq!(bytes, [("fast", 1), ("slow", 20)]);
 }
 
 #[test]
@@ -315,6 +322,7 @@ fn table_shows_human_sizes_and_percentages() {
             name: TENANT.into(),
             used: 1536,
             limit: None,
+            percent: None,
         }],
         mailboxes: vec![MailboxUsage {
             name: JOHN.into(),
@@ -322,6 +330,8 @@ fn table_shows_human_sizes_and_percentages() {
             used: 512 * 1024 * 1024,
             limit: Some(1024 * 1024 * 1024),
             partition: Some("fast".into()),
+            percent: Some(50.0),
+            partitions: Vec::new(),
         }],
     };
     let table = report.to_table();
