@@ -557,7 +557,7 @@ auth_mechanisms = plain login
 first_valid_uid = {self.mail.pw_uid}
 last_valid_uid = {self.mail.pw_uid}
 mail_location = {self.mail_location()}
-mdbox_rotate_size = 1M
+mdbox_rotate_size = 8M
 lmtp_save_to_detail_mailbox = yes
 recipient_delimiter = +
 passdb {{
@@ -753,8 +753,10 @@ state_dir = "{tmp}/state-spoolfs"
                 model = name
                 break
             errors.append(errs)
-        check(model is not None, f"{when}: spoolfs usage disagrees with a "
-              "recount of the partitions:\n  " + "\n  ".join(errors[0]))
+        if model is None:
+            raise TestFailure(f"{when}: spoolfs usage disagrees with a "
+                              "recount of the partitions:\n  "
+                              + "\n  ".join(errors[0]))
         for name in reported:
             check(name in USERS or reported[name]["used"] == 0,
                   f"{when}: usage for unexpected mailbox {name}")
@@ -1023,11 +1025,13 @@ state_dir = "{tmp}/state-spoolfs"
 
     def deliver_until_refused(self, rcpt, others, size, max_n=40):
         """Deliver size-byte messages to rcpt (+ others) until LMTP refuses
-        rcpt with 552 5.2.2; others must keep receiving."""
+        rcpt (maildir: 552 5.2.2, mdbox: 451 4.2.0); others must keep
+        receiving."""
         accepted = 0
         for _ in range(max_n):
             rcpts = [rcpt, *others]
             mid, data = self.corpus.make(rcpts, size, prefix="Q")
+            files_before = self.mdbox_files(rcpt)
             lmtp = LMTP("127.0.0.1", self.lmtp_port)
             try:
                 res = self.expect_errors(lmtp.send, SENDER, rcpts, data)
@@ -1043,14 +1047,59 @@ state_dir = "{tmp}/state-spoolfs"
                 self.expected[self.target_of(rcpt)][mid] += 1
                 accepted += 1
                 continue
-            check(code == 552 and text.startswith("5.2.2"),
-                  f"over-limit delivery to {rcpt}: expected 552 5.2.2, got "
-                  f"{code} {text}")
-            self.stats["refused over limit (552 5.2.2)"] += 1
+            # maildir maps EDQUOT to "not enough quota" (552 5.2.2, a
+            # permanent failure); Dovecot 2.3's mdbox treats a failed
+            # write() of its storage file as an internal error (451 4.2.0,
+            # the MTA retries) and logs "write(...) failed: Disk quota
+            # exceeded"
+            want = (552, "5.2.2") if self.fmt == "maildir" else (451, "4.2.0")
+            check(code == want[0] and text.startswith(want[1]),
+                  f"over-limit delivery to {rcpt}: expected {want[0]} "
+                  f"{want[1]}, got {code} {text}")
+            self.stats[f"refused over limit ({want[0]} {want[1]})"] += 1
+            self.refusal = f"{want[0]} {want[1]}"
+            if self.fmt == "mdbox":
+                self.check_mdbox_refusal(rcpt, files_before)
             self.last_refusal = f"{code} {text}"
             return accepted
         raise TestFailure(f"{rcpt}: {max_n} deliveries of {size} bytes never "
                           f"hit the limit")
+
+    def mdbox_files(self, user):
+        """{m.N: size} of a user's mdbox storage (through the mount)."""
+        if self.fmt != "mdbox":
+            return {}
+        local, domain = user_parts(user)
+        d = f"{self.spool}/{domain}/{local}/mdbox/storage"
+        return {n: os.stat(f"{d}/{n}").st_size for n in os.listdir(d)
+                if re.fullmatch(r"m\.\d+", n)}
+
+    def check_mdbox_refusal(self, user, before):
+        """Where the refused write landed: appending to an m.N file that
+        already holds messages (the write crosses the limit in the middle
+        of the file), or a new file; Dovecot must leave the file as it was
+        (it truncates the partial message) or at least consistent."""
+        with open(f"{self.tmp}/spoolfs.log", errors="replace") as f:
+            refused = [line for line in f if "EDQUOT: write" in line
+                       and "/mdbox/storage/" in line]
+        check(refused, f"{user}: no refused mdbox storage write in the log")
+        m = re.search(r"/mdbox/storage/(\S+?):", refused[-1])
+        name = m.group(1) if m else "?"
+        after = self.mdbox_files(user)
+        if name in before:
+            self.stats["mdbox: refused write in the middle of an m.N file"] += 1
+            check(after.get(name) == before[name],
+                  f"{user}: {name} was {before[name]} bytes before the refused "
+                  f"delivery, {after.get(name)} after (partial message left)")
+            log(f"{user}: the refused write was an append to {name} "
+                f"({before[name]} bytes, holding earlier messages); Dovecot "
+                f"truncated it back")
+        else:
+            self.stats["mdbox: refused write into a new storage file"] += 1
+            check(set(after) <= set(before) | {name},
+                  f"{user}: storage files {sorted(set(after) - set(before))} "
+                  f"appeared with the refused delivery")
+            log(f"{user}: the refused write was into a new file ({name})")
 
     def note_xfail(self, msg):
         if msg not in self.xfail:
@@ -1102,7 +1151,7 @@ state_dir = "{tmp}/state-spoolfs"
         with open(f"{self.tmp}/spoolfs.log", errors="replace") as f:
             return any("EDQUOT: link" in line for line in f)
 
-    def expunge_biggest(self, user, free_bytes):
+    def expunge_biggest(self, user, free_bytes, full):
         c = self.imap(user)
         ids = c.uid_map("INBOX")
         sizes = sorted(((len(self.corpus.data[m]), u) for u, m in ids.items()),
@@ -1121,9 +1170,33 @@ state_dir = "{tmp}/state-spoolfs"
         for u in gone:
             self.expected[(user, "INBOX")][ids[u]] -= 1
         if self.fmt == "mdbox":
-            # mdbox frees the bytes when the storage files are purged
-            self.expect_errors(self.doveadm, "purge", "-u", user)
+            self.purge_at_limit(user, full)
         self.stats["EXPUNGE at the limit"] += len(gone)
+
+    def purge_at_limit(self, user, full):
+        """mdbox frees expunged bytes only when `doveadm purge` rewrites the
+        storage files: it copies each m.N file's surviving messages into a
+        new file before deleting the old one, so it needs headroom of up to
+        one file.  A full mailbox has none: the purge fails with EDQUOT (and
+        changes nothing); the operator raises the full limit (`full` =
+        (kind, name, limit)) by the largest storage file for the purge, then
+        sets it back."""
+        r = self.expect_errors(self.doveadm, "purge", "-u", user,
+                               check_rc=False)
+        if r.returncode == 0:
+            self.stats["mdbox: purge at the limit"] += 1
+            return
+        check("Disk quota exceeded" in r.stderr, f"doveadm purge -u {user}: "
+              f"rc={r.returncode} {r.stderr}")
+        kind, name, limit = full
+        headroom = max(self.mdbox_files(user).values())
+        self.quota_set(kind, name, limit + headroom)
+        self.doveadm("purge", "-u", user)
+        self.quota_set(kind, name, limit)
+        self.stats["mdbox: purge needed headroom (limit raised for it)"] += 1
+        log(f"{user}: doveadm purge at the limit failed with EDQUOT (it "
+            f"copies survivors first); with the {kind} limit raised by "
+            f"{headroom} bytes (largest m.N) it freed the expunged bytes")
 
     def full_check(self, what, users):
         self.drop_connections()
@@ -1161,13 +1234,13 @@ state_dir = "{tmp}/state-spoolfs"
         check(self.usage_of("mailboxes", bob)["used"] <= full
               + METADATA_GRACE, f"{bob}: over its limit by more than the grace")
         self.quota_set("mailbox", bob, limit)
-        self.expunge_biggest(bob, 4 * size)
+        self.expunge_biggest(bob, 4 * size, ("mailbox", bob, limit))
         e = self.usage_of("mailboxes", bob)
         check(e["used"] + size < limit, f"{bob}: after EXPUNGE used "
               f"{e['used']} still near limit {limit}")
         self.deliver([bob], size)
         self.full_check(f"{bob} after EXPUNGE and a new delivery", [bob])
-        log(f"mailbox limit: 552 5.2.2 for {bob} only; others kept receiving;"
+        log(f"mailbox limit: {self.refusal} for {bob} only; others kept receiving;"
             f" flags/CREATE/RENAME/SUBSCRIBE at the limit; EXPUNGE freed "
             f"space; delivery works again")
 
@@ -1191,11 +1264,11 @@ state_dir = "{tmp}/state-spoolfs"
               + METADATA_GRACE, f"{tenant}: over its limit by more than the "
               f"grace")
         self.quota_set("tenant", tenant, tlimit)
-        self.expunge_biggest(carol, 4 * size)
+        self.expunge_biggest(carol, 4 * size, ("tenant", tenant, tlimit))
         self.deliver([carol], size)
         self.deliver([alice], 2000)
         self.full_check(f"tenant {tenant} after EXPUNGE", [carol, alice])
-        log(f"tenant limit: {n} accepted, then 552 5.2.2 for every mailbox of "
+        log(f"tenant limit: {n} accepted, then {self.refusal} for every mailbox of "
             f"{tenant}; other tenants kept receiving; recovered after EXPUNGE "
             f"({time.monotonic() - t:.1f}s)")
 
