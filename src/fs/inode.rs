@@ -132,6 +132,9 @@ pub struct FileState {
 #[derive(Default)]
 pub struct OpenState {
     pub writers: u32,
+    /// Read-only opens served through the daemon and the page cache; the
+    /// kernel refuses a passthrough open while one is open.
+    pub cached_readers: u32,
     pub passthrough_opens: u32,
     pub backing: Option<Arc<fuser::BackingId>>,
 }

@@ -506,6 +506,7 @@ class Harness:
         self.xfail = []          # expected failures, labelled
         self.log_windows = []    # (start, end) offsets of dovecot.log
         self.mail = pwd.getpwnam("mail")
+        self.mount_options = []  # e.g. ["-o", "nopassthrough"] (bench)
 
     # ---- setup ----------------------------------------------------------
 
@@ -672,7 +673,7 @@ state_dir = "{tmp}/state-spoolfs"
         ENV.spoolfs_log = open(f"{self.tmp}/spoolfs.log", "a")
         ENV.spoolfs = self.spoolfs_proc = subprocess.Popen(
             [self.spoolfs_bin, "mount", "--config", self.spoolfs_conf,
-             self.spool],
+             *self.mount_options, self.spool],
             stdin=subprocess.DEVNULL, stdout=ENV.spoolfs_log,
             stderr=subprocess.STDOUT,
             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
