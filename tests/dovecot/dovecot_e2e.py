@@ -36,7 +36,14 @@ DOVEADM = "/usr/bin/doveadm"
 PASSWORD = "e2e-secret"
 SENDER = "sender@example.net"
 METADATA_GRACE = 1 << 20
-PACKAGES = ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd"]
+PACKAGES = ["dovecot-core", "dovecot-lmtpd"]
+# dovecot-imapd and cyrus-imapd conflict (both "Provides/Conflicts:
+# imap-server"): installing one removes the other, which the Cyrus test
+# needs.  So unless dovecot-imapd is installed already, its binaries are
+# unpacked (dpkg-deb -x, same version as dovecot-core) into this cache and
+# the private Dovecot runs them from there; no package is removed.
+IMAPD_CACHE = "/var/cache/spoolfs-tests"
+SYSTEM_LIBEXEC = "/usr/lib/dovecot"
 
 # three tenants; example.com is routed to the other partition
 USERS = ["alice@example.org", "carol@example.org",
@@ -238,6 +245,53 @@ def system_dovecot_pids():
     r = subprocess.run(["pgrep", "-x", "dovecot"], capture_output=True,
                        text=True)
     return {int(p) for p in r.stdout.split()}
+
+
+def pkg_version(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name],
+                       capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+def imap_libexec():
+    """Where `imap` and `imap-login` are: the installed dovecot-imapd, or
+    its package unpacked into IMAPD_CACHE (fetched with apt-get download
+    the first time)."""
+    if pkg_installed("dovecot-imapd"):
+        return SYSTEM_LIBEXEC
+    version = pkg_version("dovecot-core")
+    dest = f"{IMAPD_CACHE}/dovecot-imapd-{version.replace(':', '_')}"
+    libexec = f"{dest}/usr/lib/dovecot"
+    if os.access(f"{libexec}/imap", os.X_OK):
+        return libexec
+    log(f"packages: unpacking dovecot-imapd {version} into {dest} "
+        f"(installing it would remove cyrus-imapd)")
+    work = tempfile.mkdtemp(prefix="dovecot-imapd-")
+    try:
+        os.chmod(work, 0o755)   # apt's _apt user downloads into it
+        r = subprocess.run(["apt-get", "download", "-q",
+                            f"dovecot-imapd={version}"], cwd=work,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            r = subprocess.run(["apt-get", "download", "-q",
+                                f"dovecot-imapd={version}"], cwd=work,
+                               capture_output=True, text=True)
+        debs = [n for n in os.listdir(work) if n.endswith(".deb")]
+        if r.returncode != 0 or len(debs) != 1:
+            raise TestFailure(f"apt-get download dovecot-imapd={version} "
+                              f"failed:\n{r.stdout}\n{r.stderr}")
+        tmp_dest = dest + ".tmp"
+        shutil.rmtree(tmp_dest, ignore_errors=True)
+        os.makedirs(tmp_dest)
+        run(["dpkg-deb", "-x", os.path.join(work, debs[0]), tmp_dest])
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp_dest, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    check(os.access(f"{libexec}/imap", os.X_OK),
+          f"{libexec}/imap missing after unpacking dovecot-imapd")
+    return libexec
 
 
 def ensure_packages():
@@ -527,6 +581,7 @@ class Harness:
             self.mount_spoolfs()
         os.chown(self.spool, self.mail.pw_uid, self.mail.pw_gid)
         os.chmod(self.spool, 0o755)
+        self.imap_dir = imap_libexec()
         self.write_dovecot_conf()
         self.start_dovecot()
 
@@ -577,7 +632,8 @@ namespace inbox {{
     special_use = \\Trash
   }}
 }}
-service imap-login {{
+{self.imap_services()}service imap-login {{
+  executable = {self.imap_dir}/imap-login
   inet_listener imap {{
     address = 127.0.0.1
     port = {self.imap_port}
@@ -595,6 +651,14 @@ service lmtp {{
 """
         with open(self.conf, "w") as f:
             f.write(text)
+
+    def imap_services(self):
+        """The dovecot-imapd programs, from wherever imap_libexec found
+        them (imap-login's block follows in the config)."""
+        return "".join(
+            f"service {name} {{\n  executable = {self.imap_dir}/{name}\n}}\n"
+            for name in ("imap", "imap-hibernate", "imap-urlauth",
+                         "imap-urlauth-login", "imap-urlauth-worker"))
 
     def start_dovecot(self):
         ENV.dovecot_out = open(f"{self.tmp}/dovecot.out", "a")
