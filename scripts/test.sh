@@ -1,7 +1,8 @@
 #!/bin/sh
 # The project's test command: installs what the tests need (Debian
 # packages), then runs the unit and integration tests (which mount spoolfs
-# for real), the Cyrus IMAP end-to-end test and a benchmark smoke run.
+# for real), the Cyrus IMAP and Dovecot end-to-end tests and a benchmark
+# smoke run.
 # Needs root (mounts, loop devices, drop_caches). Usage: scripts/test.sh [--quick]
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,6 +32,13 @@ failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")
 if [ "${1:-}" != "--quick" ]; then
   for layout in uuid legacy; do
     python3 tests/cyrus/cyrus_e2e.py --layout "$layout" --spool-backend spoolfs \
+      --spoolfs-bin "$PWD/target/release/spoolfs"
+    passed=$((passed + 1))
+  done
+  # Dovecot 2.3 (LMTP + IMAP, virtual users) on a pattern layout, both of
+  # its common storage formats; installs dovecot-* itself if missing
+  for format in maildir mdbox; do
+    python3 tests/dovecot/dovecot_e2e.py --format "$format" --backend spoolfs \
       --spoolfs-bin "$PWD/target/release/spoolfs"
     passed=$((passed + 1))
   done

@@ -648,6 +648,7 @@ fn fuzz_layout_classify() {
                 Layout::new(&LayoutConfig::Cyrus {
                     partition_depth: depth,
                     default_tenant: tenant.map(str::to_string),
+                    metadata_names: Vec::new(),
                 }),
             ));
         }
@@ -657,6 +658,7 @@ fn fuzz_layout_classify() {
             format!("pattern {p}"),
             Layout::new(&LayoutConfig::Pattern {
                 pattern: p.to_string(),
+                metadata_names: Vec::new(),
             }),
         ));
     }
@@ -714,7 +716,10 @@ fn fuzz_pattern_layout() {
             let nul = input.iter().position(|&b| b == 0).unwrap();
             let pattern = String::from_utf8_lossy(&input[..nul]).into_owned();
             let path = Path::new(OsStr::from_bytes(&input[nul + 1..]));
-            let layout = Layout::new(&LayoutConfig::Pattern { pattern });
+            let layout = Layout::new(&LayoutConfig::Pattern {
+                pattern,
+                metadata_names: Vec::new(),
+            });
             check_role(&layout.classify(path), "pattern")?;
             let _ = layout.tenant_of_dir(path);
             Ok(())
@@ -810,6 +815,7 @@ fn fuzz_header_attribution_agrees_with_path() {
     let layout = Layout::new(&LayoutConfig::Cyrus {
         partition_depth: 1,
         default_tenant: Some("default.org".to_string()),
+        metadata_names: Vec::new(),
     });
     run_target(
         "header-attribution",

@@ -66,11 +66,27 @@ pub(super) fn describe_layout(layout: &LayoutConfig) -> String {
         LayoutConfig::Cyrus {
             partition_depth,
             default_tenant,
+            ..
         } => format!(
-            "cyrus (partition depth {partition_depth}, default tenant {})",
-            default_tenant.as_deref().unwrap_or("none")
+            "cyrus (partition depth {partition_depth}, default tenant {}); {}",
+            default_tenant.as_deref().unwrap_or("none"),
+            describe_metadata_names(layout)
         ),
-        LayoutConfig::Pattern { pattern } => format!("pattern {pattern}"),
+        LayoutConfig::Pattern { pattern, .. } => {
+            format!("pattern {pattern}; {}", describe_metadata_names(layout))
+        }
+    }
+}
+
+/// `metadata files (grace): cyrus.*, *.NEW, plus configured: x.idx`.
+fn describe_metadata_names(layout: &LayoutConfig) -> String {
+    let builtin = crate::layout::Layout::builtin_metadata_names(layout).join(", ");
+    match layout.metadata_names() {
+        [] => format!("metadata files (grace): {builtin}"),
+        extra => format!(
+            "metadata files (grace): {builtin}, plus configured: {}",
+            extra.join(", ")
+        ),
     }
 }
 

@@ -88,9 +88,27 @@ pub enum LayoutConfig {
         partition_depth: usize,
         /// Tenant for spools without `virtdomains` (`user/john/...`).
         default_tenant: Option<String>,
+        /// `[quota] metadata_names`: globs added to Cyrus's own.
+        metadata_names: Vec<String>,
     },
     /// Maildir-style stores: `"{tenant}/{mailbox}/**"`.
-    Pattern { pattern: String },
+    Pattern {
+        pattern: String,
+        /// `[quota] metadata_names`: globs added to Dovecot's own.
+        metadata_names: Vec<String>,
+    },
+}
+
+impl LayoutConfig {
+    /// The configured `[quota] metadata_names` (kept with the layout,
+    /// which decides what is metadata; empty without a layout).
+    pub fn metadata_names(&self) -> &[String] {
+        match self {
+            LayoutConfig::None => &[],
+            LayoutConfig::Cyrus { metadata_names, .. }
+            | LayoutConfig::Pattern { metadata_names, .. } => metadata_names,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -98,7 +116,9 @@ pub struct QuotaConfig {
     pub mailbox_limit: Limit,
     pub tenant_limit: Limit,
     pub warn_percent: u8,
-    /// How far metadata files (`cyrus.*`, `*.NEW`) may exceed a full limit.
+    /// How far metadata files (the layout's, see
+    /// `Layout::is_metadata_name`, and `[quota] metadata_names`) may exceed
+    /// a full limit.
     pub metadata_grace: u64,
 }
 
@@ -217,6 +237,7 @@ impl Config {
             layout: LayoutConfig::Cyrus {
                 partition_depth: 1,
                 default_tenant: None,
+                metadata_names: Vec::new(),
             },
             quota: QuotaConfig::default(),
             tenants: BTreeMap::new(),

@@ -183,6 +183,21 @@ pub(super) fn parse_layout(top: &Section) -> Result<LayoutConfig, ConfigError> {
         .value("kind", string)?
         .unwrap_or_else(|| "none".to_string());
     check_layout_keys_fit_kind(&section, &kind)?;
+    // `[quota] metadata_names` extends the layout's own metadata names.
+    let quota = top.section("quota")?;
+    let metadata_names = quota.value("metadata_names", metadata_globs)?;
+    if kind == "none"
+        && metadata_names
+            .as_ref()
+            .is_some_and(|names| !names.is_empty())
+    {
+        return Err(quota.error(
+            "metadata_names",
+            "has no effect with [layout] kind = \"none\" (nothing is charged to a mailbox); \
+             set a layout kind or remove it",
+        ));
+    }
+    let metadata_names = metadata_names.unwrap_or_default();
     match kind.as_str() {
         "none" => Ok(LayoutConfig::None),
         "cyrus" => Ok(LayoutConfig::Cyrus {
@@ -190,9 +205,11 @@ pub(super) fn parse_layout(top: &Section) -> Result<LayoutConfig, ConfigError> {
                 .value("partition_depth", integer_in(0, 16))?
                 .unwrap_or(1),
             default_tenant: section.value("default_tenant", non_empty_string)?,
+            metadata_names,
         }),
         "pattern" => Ok(LayoutConfig::Pattern {
             pattern: section.required("pattern", layout_pattern)?,
+            metadata_names,
         }),
         _ => Err(section.error(
             "kind",
@@ -267,6 +284,7 @@ pub(super) fn parse_quota(top: &Section) -> Result<QuotaConfig, ConfigError> {
         "tenant_limit",
         "warn_percent",
         "metadata_grace",
+        "metadata_names", // kept with the layout: see parse_layout
     ])?;
     let defaults = QuotaConfig::default();
     Ok(QuotaConfig {

@@ -34,6 +34,7 @@ mailbox_limit = "1G"
 tenant_limit = "none"
 warn_percent = 80
 metadata_grace = 2097152
+metadata_names = ["cyrus.myindex", "*.idx"]
 
 [tenants."example.org"]
 limit = "5G"
@@ -108,6 +109,7 @@ fn full_example_parses_to_the_expected_config() {
         layout: LayoutConfig::Cyrus {
             partition_depth: 2,
             default_tenant: Some("example.net".to_string()),
+            metadata_names: vec!["cyrus.myindex".to_string(), "*.idx".to_string()],
         },
         quota: QuotaConfig {
             mailbox_limit: Some(GIB),
@@ -191,7 +193,8 @@ fn pattern_layout_parses() {
     assert_eq!(
         config.unwrap().layout,
         LayoutConfig::Pattern {
-            pattern: "{tenant}/{mailbox}/**".to_string()
+            pattern: "{tenant}/{mailbox}/**".to_string(),
+            metadata_names: Vec::new(),
         }
     );
 }
@@ -215,7 +218,8 @@ fn cyrus_layout_defaults() {
         config.layout,
         LayoutConfig::Cyrus {
             partition_depth: 1,
-            default_tenant: None
+            default_tenant: None,
+            metadata_names: Vec::new(),
         }
     );
 }
@@ -581,7 +585,8 @@ fn builtin_config_matches_the_documented_default() {
         config.layout,
         LayoutConfig::Cyrus {
             partition_depth: 1,
-            default_tenant: None
+            default_tenant: None,
+            metadata_names: Vec::new(),
         }
     );
     assert_eq!(config.quota, QuotaConfig::default());
@@ -647,7 +652,8 @@ fn describe_lists_everything_an_operator_checks() {
         "  mail/domain/*/example.com/** -> fast",
         "  (anything else) -> fast",
         "default partition: fast",
-        "layout: cyrus (partition depth 2, default tenant example.net)",
+        "layout: cyrus (partition depth 2, default tenant example.net); metadata files \
+         (grace): cyrus.*, *.NEW, plus configured: cyrus.myindex, *.idx",
         "mailbox limit 1.0G, tenant limit none, warn at 80%, metadata grace 2.0M",
         "  example.org: limit 5.0G, mailbox limit 2.0G",
         "  example.com: limit none, mailbox limit (quota default)",
@@ -813,4 +819,78 @@ fn check_filesystem_rejects_a_state_dir_inside_the_mount_point() {
     );
     config.control.state_dir = tmp.path().to_path_buf();
     assert_eq!(config.check_filesystem(Some(&dirs[1])), Ok(()));
+}
+
+// --- [quota] metadata_names ---------------------------------------------
+
+#[test]
+fn metadata_names_extend_the_layouts_own() {
+    let config = parse_with(
+        "[layout]\nkind = \"pattern\"\npattern = \"{tenant}/{mailbox}/Maildir/**\"\n\
+         [quota]\nmetadata_names = [\"courierimapuiddb\", \"*.idx\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.layout.metadata_names(),
+        ["courierimapuiddb".to_string(), "*.idx".to_string()]
+    );
+    let text = config.describe();
+    assert!(
+        text.contains(
+            "layout: pattern {tenant}/{mailbox}/Maildir/**; metadata files (grace): dovecot.*, \
+             dovecot-*, subscriptions, subscriptions.lock, maildirfolder"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("plus configured: courierimapuiddb, *.idx"),
+        "{text}"
+    );
+    let empty = parse_with("[layout]\nkind = \"cyrus\"\n[quota]\nmetadata_names = []\n").unwrap();
+    assert!(empty.layout.metadata_names().is_empty());
+}
+
+#[test]
+fn metadata_names_are_checked() {
+    let cyrus = |names: &str| {
+        parse_with(&format!(
+            "[layout]\nkind = \"cyrus\"\n[quota]\nmetadata_names = {names}\n"
+        ))
+    };
+    let key = "quota.metadata_names";
+    assert_error(
+        cyrus("\"cyrus.*\""),
+        key,
+        "expected an array of file-name globs",
+    );
+    assert_error(
+        cyrus("[1]"),
+        key,
+        "item 1: expected a string, found integer 1",
+    );
+    assert_error(cyrus("[\"a\", \"\"]"), key, "item 2: empty glob");
+    assert_error(cyrus("[\"sub/x\"]"), key, "item 1: \"sub/x\" contains '/'");
+    assert_error(cyrus("[\"..\"]"), key, "is not a file name");
+    assert_error(
+        cyrus("[\"*\"]"),
+        key,
+        "message data would get the metadata grace",
+    );
+    assert_error(cyrus("[\"?*?\"]"), key, "matches (almost) every file name");
+    assert_error(
+        cyrus("[\"a.idx\", \"a.idx\"]"),
+        key,
+        "item 2: \"a.idx\" is listed twice",
+    );
+    assert_error(
+        cyrus(&format!("[\"{}\"]", "x".repeat(256))),
+        key,
+        "longer than a file name",
+    );
+    assert_error(
+        parse_with("[quota]\nmetadata_names = [\"x.idx\"]\n"),
+        key,
+        "has no effect with [layout] kind = \"none\"",
+    );
+    assert!(parse_with("[quota]\nmetadata_names = []\n").is_ok());
 }

@@ -104,3 +104,26 @@ pub(super) fn uid_list(value: &DeValue) -> Result<Vec<u32>, String> {
         })
         .collect()
 }
+
+/// `[quota] metadata_names`: an array of file-name globs (see
+/// [`crate::layout::NameGlob::parse`]); duplicates are refused as a likely
+/// typo.
+pub(super) fn metadata_globs(value: &DeValue) -> Result<Vec<String>, String> {
+    let DeValue::Array(items) = value else {
+        return Err(expected(
+            "an array of file-name globs, e.g. [\"myindex.*\"]",
+            value,
+        ));
+    };
+    let mut globs: Vec<String> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let item_problem = |problem: String| format!("item {}: {problem}", index + 1);
+        let glob = string(item.get_ref()).map_err(item_problem)?;
+        crate::layout::NameGlob::parse(&glob).map_err(item_problem)?;
+        if globs.contains(&glob) {
+            return Err(item_problem(format!("{glob:?} is listed twice")));
+        }
+        globs.push(glob);
+    }
+    Ok(globs)
+}

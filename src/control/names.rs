@@ -22,7 +22,7 @@ pub fn check(layout: &LayoutConfig, scope: &ScopeArg) -> Result<(), String> {
         (LayoutConfig::Cyrus { default_tenant, .. }, ScopeArg::Mailbox(name)) => {
             check_cyrus(default_tenant.as_deref(), name)
         }
-        (LayoutConfig::Pattern { pattern }, ScopeArg::Mailbox(name)) => {
+        (LayoutConfig::Pattern { pattern, .. }, ScopeArg::Mailbox(name)) => {
             check_pattern(pattern, name)
         }
     }
@@ -39,7 +39,7 @@ pub fn hint(layout: &LayoutConfig, scope: &ScopeArg) -> Option<String> {
 }
 
 fn check_tenant(layout: &LayoutConfig, name: &str) -> Result<(), String> {
-    if let LayoutConfig::Pattern { pattern } = layout
+    if let LayoutConfig::Pattern { pattern, .. } = layout
         && !pattern.contains("{tenant}")
     {
         return Err(format!(
@@ -122,6 +122,7 @@ mod tests {
         LayoutConfig::Cyrus {
             partition_depth: 1,
             default_tenant: default_tenant.map(str::to_string),
+            metadata_names: Vec::new(),
         }
     }
 
@@ -170,6 +171,7 @@ mod tests {
     fn pattern_names() {
         let with = LayoutConfig::Pattern {
             pattern: "{tenant}/{mailbox}/**".into(),
+            metadata_names: Vec::new(),
         };
         check(&with, &mailbox("john@example.org")).unwrap();
         let e = check(&with, &mailbox("john")).unwrap_err();
@@ -177,6 +179,7 @@ mod tests {
         assert!(check(&with, &mailbox("user/john@example.org")).is_err());
         let without = LayoutConfig::Pattern {
             pattern: "{mailbox}/Maildir/**".into(),
+            metadata_names: Vec::new(),
         };
         check(&without, &mailbox("john")).unwrap();
         assert!(check(&without, &mailbox("john@example.org")).is_err());

@@ -74,6 +74,14 @@ pub struct Opened {
     pub backing: Option<PassthroughId>,
 }
 
+/// Files up to this size are read through the page cache, not passthrough.
+/// Dovecot calls posix_fadvise(WILLNEED) on every message it opens, which
+/// fills the FUSE page cache (up to 128 KiB, the bdi's io_pages) with one
+/// READ; the kernel forbids FOPEN_KEEP_CACHE with passthrough, so for a
+/// passthrough open that READ comes again at every open, while a cached
+/// small file is read without the daemon once warm (issue 14).
+const PASSTHROUGH_MIN_SIZE: u64 = 128 * 1024;
+
 /// How long a writer waits for the RELEASE of passthrough readers that
 /// have already closed (see `admit`) before it gets `ETXTBSY`.
 const RELEASE_GRACE: Duration = Duration::from_millis(200);
@@ -117,9 +125,13 @@ impl SpoolFs {
     /// Registers the descriptor `create` opened.
     pub(super) fn add_open(&self, node: Arc<Node>, fd: OwnedFd, writable: bool) -> FsResult<u64> {
         let file = node.file().ok_or(FsError::WrongKind)?;
+        let mut o = file.opens.lock().unwrap();
         if writable {
-            file.opens.lock().unwrap().writers += 1;
+            o.writers += 1;
+        } else {
+            o.cached_readers += 1;
         }
+        drop(o);
         Ok(self.handles.add_file(OpenFile {
             node: node.clone(),
             fd,
@@ -159,8 +171,11 @@ impl SpoolFs {
         if o.backing.is_none() {
             let eligible = self.passthrough.load(Ordering::Relaxed)
                 && o.writers == 0
-                && !file.state.lock().unwrap().metadata;
+                && o.cached_readers == 0
+                && matches!(&*file.state.lock().unwrap(),
+                    s if !s.metadata && s.size() > PASSTHROUGH_MIN_SIZE);
             if !eligible {
+                o.cached_readers += 1;
                 return Ok(None);
             }
             match make_backing(fd.as_fd()) {
@@ -168,6 +183,7 @@ impl SpoolFs {
                 Err(e) => {
                     warn!("kernel passthrough unavailable ({e}); reads go through the daemon");
                     self.passthrough.store(false, Ordering::Relaxed);
+                    o.cached_readers += 1;
                     return Ok(None);
                 }
             }
@@ -203,6 +219,8 @@ impl SpoolFs {
         let mut o = h.file().opens.lock().unwrap();
         if h.writable {
             o.writers -= 1;
+        } else if !h.passthrough {
+            o.cached_readers -= 1;
         }
         if h.passthrough {
             o.passthrough_opens -= 1;

@@ -119,6 +119,9 @@ pub struct FileNode {
 #[derive(Default)]
 pub struct OpenState {
     pub writers: u32,
+    /// Read-only opens served through the daemon and the page cache; the
+    /// kernel refuses a passthrough open while one is open.
+    pub cached_readers: u32,
     pub passthrough_opens: u32,
     pub backing: Option<super::PassthroughId>,
 }

@@ -62,12 +62,14 @@ use crate::config::LayoutConfig;
 
 mod cyrus;
 mod header;
+mod metadata;
 mod pattern;
 #[cfg(test)]
 mod tests;
 
 use cyrus::*;
 pub use header::*;
+pub use metadata::{CYRUS_METADATA, DOVECOT_METADATA, NameGlob};
 use pattern::*;
 
 pub const CYRUS_HEADER: &str = "cyrus.header";
@@ -250,6 +252,8 @@ pub enum DirRole {
 #[derive(Clone, Debug)]
 pub struct Layout {
     kind: Kind,
+    /// The layout's own metadata names, then the configured ones.
+    metadata: Vec<NameGlob>,
 }
 
 #[derive(Clone, Debug)]
@@ -269,13 +273,38 @@ impl Layout {
             LayoutConfig::Cyrus {
                 partition_depth,
                 default_tenant,
+                ..
             } => Kind::Cyrus(CyrusLayout {
                 partition_depth: *partition_depth,
                 default_tenant: default_tenant.clone(),
             }),
-            LayoutConfig::Pattern { pattern } => Kind::Pattern(PatternLayout::parse(pattern).ok()),
+            LayoutConfig::Pattern { pattern, .. } => {
+                Kind::Pattern(PatternLayout::parse(pattern).ok())
+            }
         };
-        Layout { kind }
+        // A configured glob that does not parse was refused by config
+        // validation; here it is skipped rather than failing.
+        let metadata = Layout::builtin_metadata_names(cfg)
+            .iter()
+            .map(|glob| NameGlob::builtin(glob))
+            .chain(
+                cfg.metadata_names()
+                    .iter()
+                    .filter_map(|glob| NameGlob::parse(glob).ok()),
+            )
+            .collect();
+        Layout { kind, metadata }
+    }
+
+    /// The metadata names a layout kind knows by itself: Cyrus's
+    /// [`CYRUS_METADATA`], Dovecot's [`DOVECOT_METADATA`] for pattern
+    /// layouts, none without a layout (nothing is charged then).
+    pub fn builtin_metadata_names(cfg: &LayoutConfig) -> &'static [&'static str] {
+        match cfg {
+            LayoutConfig::None => &[],
+            LayoutConfig::Cyrus { .. } => CYRUS_METADATA,
+            LayoutConfig::Pattern { .. } => DOVECOT_METADATA,
+        }
     }
 
     /// Classifies a directory by its spool path. One small allocation for
@@ -291,16 +320,14 @@ impl Layout {
         }
     }
 
-    /// Files that get the metadata grace: Cyrus `cyrus.*` files, anything
-    /// ending in `.NEW` (Cyrus's write-then-rename copies), and for pattern
-    /// layouts Dovecot's `dovecot.*` / `dovecot-*` index files. Message
-    /// files (`123.`) never.
+    /// Files that get the metadata grace: the layout's own metadata names
+    /// ([`CYRUS_METADATA`]: `cyrus.*`, `*.NEW`; [`DOVECOT_METADATA`] for
+    /// pattern layouts: Dovecot's index, control, subscription and lock
+    /// files) and the configured `[quota] metadata_names`. Message files
+    /// (`123.`, maildir `tmp/`, `cur/`, `new/` names, mdbox `m.N`) never.
     pub fn is_metadata_name(&self, name: &OsStr) -> bool {
         let name = name.as_bytes();
-        let cyrus = name.starts_with(b"cyrus.") || name.ends_with(b".NEW");
-        let dovecot = matches!(self.kind, Kind::Pattern(_))
-            && (name.starts_with(b"dovecot.") || name.starts_with(b"dovecot-"));
-        cyrus || dovecot
+        self.metadata.iter().any(|glob| glob.matches(name))
     }
 
     /// The tenant a directory that is not itself a folder belongs to:

@@ -6,12 +6,14 @@ fn cyrus(partition_depth: usize, default_tenant: Option<&str>) -> Layout {
     Layout::new(&LayoutConfig::Cyrus {
         partition_depth,
         default_tenant: default_tenant.map(str::to_string),
+        metadata_names: Vec::new(),
     })
 }
 
 fn pattern(pattern: &str) -> Layout {
     Layout::new(&LayoutConfig::Pattern {
         pattern: pattern.to_string(),
+        metadata_names: Vec::new(),
     })
 }
 
@@ -395,7 +397,15 @@ fn unusable_patterns_own_nothing() {
 #[test]
 fn metadata_names() {
     let cyrus = cyrus(1, None);
-    let maildir = pattern("{tenant}/{mailbox}/**");
+    let maildir = pattern("{tenant}/{mailbox}/Maildir/**");
+    let none = Layout::new(&LayoutConfig::None);
+    let both = |name: &str| {
+        (
+            cyrus.is_metadata_name(OsStr::new(name)),
+            maildir.is_metadata_name(OsStr::new(name)),
+        )
+    };
+    // Cyrus's own: index files and their write-then-rename copies
     for name in [
         "cyrus.index",
         "cyrus.cache",
@@ -406,28 +416,102 @@ fn metadata_names() {
         "cyrus.header.NEW",
         "x.NEW",
     ] {
-        assert!(cyrus.is_metadata_name(OsStr::new(name)), "{name}");
-        assert!(maildir.is_metadata_name(OsStr::new(name)), "{name}");
+        assert_eq!(both(name), (true, false), "{name}");
     }
+    // Dovecot's, as a real 2.3 writes them in maildir and mdbox stores
     for name in [
         "dovecot.index",
         "dovecot.index.log",
+        "dovecot.index.log.2",
+        "dovecot.index.cache",
+        "dovecot.index.tmp",
+        "dovecot.list.index.log",
+        "dovecot.mailbox.log",
+        "dovecot.map.index",
         "dovecot-uidlist",
+        "dovecot-uidlist.lock",
         "dovecot-keywords",
+        "dovecot-uidvalidity",
+        "dovecot-uidvalidity.6b0e777f",
+        "subscriptions",
+        "subscriptions.lock",
+        "maildirfolder",
+        "maildirsize",
+        ".dovecot.lda-dupes",
+        ".dovecot.lda-dupes.lock",
     ] {
-        assert!(maildir.is_metadata_name(OsStr::new(name)), "{name}");
-        assert!(!cyrus.is_metadata_name(OsStr::new(name)), "{name}");
+        assert_eq!(both(name), (false, true), "{name}");
     }
+    // message data never
     for name in [
         "123.",
         "1.",
         "cyrus",
         "NEW",
         "1700000000.M1P2.host,S=12:2,S",
+        "1796110234.M338809P26558.vm",
+        "m.1",
+        "u.5f3a",
         "xcyrus.index",
+        "xdovecot.index",
+        "subscriptions2",
+        "dovecot",
     ] {
-        assert!(!cyrus.is_metadata_name(OsStr::new(name)), "{name}");
-        assert!(!maildir.is_metadata_name(OsStr::new(name)), "{name}");
+        assert_eq!(both(name), (false, false), "{name}");
+        assert!(!none.is_metadata_name(OsStr::new(name)), "{name}");
+    }
+    assert!(!none.is_metadata_name(OsStr::new("cyrus.index")));
+}
+
+#[test]
+fn configured_metadata_names_extend_the_layouts() {
+    let layout = Layout::new(&LayoutConfig::Pattern {
+        pattern: "{tenant}/{mailbox}/**".to_string(),
+        metadata_names: vec![
+            "courierimapuiddb".to_string(),
+            "*.idx".to_string(),
+            "/bad".to_string(),
+        ],
+    });
+    for name in [
+        "courierimapuiddb",
+        "a.idx",
+        ".idx",
+        "dovecot.index",
+        "subscriptions",
+    ] {
+        assert!(layout.is_metadata_name(OsStr::new(name)), "{name}");
+    }
+    for name in [
+        "courierimapuiddb2",
+        "a.idx2",
+        "/bad",
+        "bad",
+        "1.",
+        "cyrus.index",
+    ] {
+        assert!(!layout.is_metadata_name(OsStr::new(name)), "{name}");
+    }
+}
+
+#[test]
+fn name_globs() {
+    let m = |glob: &str, name: &str| NameGlob::parse(glob).unwrap().matches(name.as_bytes());
+    assert!(m("cyrus.*", "cyrus."));
+    assert!(m("cyrus.*", "cyrus.index.NEW"));
+    assert!(!m("cyrus.*", "cyrus"));
+    assert!(m("*.NEW", ".NEW"));
+    assert!(m("*.NEW", "a.NEW.NEW"));
+    assert!(!m("*.NEW", "a.NEW.x"));
+    assert!(m("a*b*c", "aXbYbZc"));
+    assert!(!m("a*b*c", "aXbYbZ"));
+    assert!(m("?.idx", "1.idx"));
+    assert!(!m("?.idx", "12.idx"));
+    assert!(m("**x", "x"));
+    assert!(m("exact", "exact"));
+    assert!(!m("exact", "exactly"));
+    for bad in ["", "*", "**", "?", "*?", "a/b", ".", "..", "a\0b"] {
+        assert!(NameGlob::parse(bad).is_err(), "{bad:?}");
     }
 }
 

@@ -87,6 +87,11 @@ impl FileState {
         };
     }
 
+    /// The size the accounting path knows (for choosing how reads go).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The folder of one of its names, if any is attributed (for `df`).
     pub fn some_folder(&self) -> Option<FolderId> {
         self.charges.first().copied()
