@@ -6,7 +6,7 @@ proves the harness) or a spoolfs mount with a pattern layout (issue 14).
 Usage:
   python3 tests/dovecot/dovecot_e2e.py --format maildir|mdbox
       [--backend native|spoolfs] [--spoolfs-bin PATH] [--messages N]
-      [--seed N] [--strict-link-once] [--keep]
+      [--seed N] [--keep]
 
 Needs root.  Standard library only.  See tests/dovecot/README.md.
 """
@@ -557,7 +557,6 @@ class Harness:
         self.subscribed = collections.defaultdict(set)
         self.imap_conns = {}
         self.stats = collections.Counter()
-        self.xfail = []          # expected failures, labelled
         self.log_windows = []    # (start, end) offsets of dovecot.log
         self.mail = pwd.getpwnam("mail")
         self.mount_options = []  # e.g. ["-o", "nopassthrough"] (bench)
@@ -771,9 +770,9 @@ state_dir = "{tmp}/state-spoolfs"
              self.spool])
 
     def recount(self):
-        """Bytes on the partitions per quota root (user): once per name, and
-        once per distinct file (the link-once invariant)."""
-        per_name, distinct = collections.Counter(), collections.Counter()
+        """Bytes on the partitions per quota root (user), once per distinct
+        file however many names it has there (SEMANTICS.md)."""
+        distinct = collections.Counter()
         for user in USERS:
             local, domain = user_parts(user)
             seen = set()
@@ -783,21 +782,20 @@ state_dir = "{tmp}/state-spoolfs"
                     for n in filenames:
                         st = os.lstat(os.path.join(dirpath, n))
                         if stat.S_ISREG(st.st_mode):
-                            per_name[user] += st.st_size
                             if (st.st_dev, st.st_ino) not in seen:
                                 seen.add((st.st_dev, st.st_ino))
                                 distinct[user] += st.st_size
-        return per_name, distinct
+        return distinct
 
     def check_usage_recount(self, when):
         u = self.spoolfs_usage()
-        per_name, distinct = self.recount()
+        distinct = self.recount()
         reported = {e["name"]: e for e in u["mailboxes"]}
         tenants_rep = {e["name"]: e["used"] for e in u["tenants"]}
         model = None
         errors = []
-        for name, counts in (("distinct files", distinct),
-                             ("names", per_name)):
+        # a file counts once per mailbox however many names it has there
+        for name, counts in (("distinct files", distinct),):
             errs = []
             for user in USERS:
                 e = reported.get(mailbox_of(user))
@@ -825,14 +823,6 @@ state_dir = "{tmp}/state-spoolfs"
         for name in reported:
             check(name in USERS or reported[name]["used"] == 0,
                   f"{when}: usage for unexpected mailbox {name}")
-        if model == "names" and per_name != distinct:
-            msg = (f"{when}: usage counts hard links inside a mailbox once "
-                   f"per name, not once per file (pending link-once "
-                   f"accounting): " + ", ".join(
-                       f"{u} +{per_name[u] - distinct[u]}" for u in USERS
-                       if per_name[u] != distinct[u]))
-            check(not self.args.strict_link_once, msg)
-            self.note_xfail("usage by name", msg)
         log(f"{when}: spoolfs usage --json equals the recount (by {model}) "
             f"for {len(USERS)} mailboxes and {len(set(user_parts(u)[1] for u in USERS))} tenants")
         return u
@@ -1166,12 +1156,6 @@ state_dir = "{tmp}/state-spoolfs"
                   f"appeared with the refused delivery")
             log(f"{user}: the refused write was into a new file ({name})")
 
-    def note_xfail(self, kind, msg):
-        """An expected failure, only while hard links inside a mailbox are
-        charged per name (--strict-link-once makes them failures)."""
-        self.xfail.append(kind)
-        log(f"XFAIL (pending link-once accounting): {msg}")
-
     def at_limit_ops(self, user):
         """What a full user must still be able to do: flags, CREATE, RENAME,
         SUBSCRIBE, and COPY/MOVE inside the mailbox (maildir links)."""
@@ -1204,18 +1188,9 @@ state_dir = "{tmp}/state-spoolfs"
                                    copy=verb == "COPY")
                 self.stats[f"at the limit: {verb}"] += 1
                 continue
-            what = f"{user}: {verb} to {dst} at the limit: {typ} {data}"
-            check(not self.args.strict_link_once and self.fmt == "maildir"
-                  and b"OVERQUOTA" in b" ".join(data)
-                  and self.refused_link_logged(), what)
-            self.note_xfail(f"{verb} at the limit", what)
+            raise TestFailure(f"{user}: {verb} to {dst} at the limit: {typ} {data}")
         c.unselect()
         self.verify_user(user)
-
-    def refused_link_logged(self):
-        """spoolfs refused a link (a maildir COPY/MOVE is link())."""
-        with open(f"{self.tmp}/spoolfs.log", errors="replace") as f:
-            return any("EDQUOT: link" in line for line in f)
 
     def expunge_biggest(self, user, free_bytes, full):
         c = self.imap(user)
@@ -1416,10 +1391,6 @@ def main():
                     "at run time)")
     ap.add_argument("--mailbox-limit", default="256M",
                     help="initial [mailboxes.\"bob@example.com\"] limit")
-    ap.add_argument("--strict-link-once", action="store_true",
-                    help="fail, instead of an expected failure, when COPY/MOVE"
-                    " in a full maildir or usage shows hard links charged per "
-                    "name")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (configs, spool, logs)")
     args = ap.parse_args()
@@ -1465,11 +1436,8 @@ def main():
     elapsed = time.monotonic() - T0
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(h.stats.items()))
     verdict = "PASS" if ok else "FAIL"
-    xf = ("; expected failures pending link-once accounting: " + ", ".join(
-        f"{k} x{n}" for k, n in sorted(collections.Counter(h.xfail).items()))
-          if h.xfail else "")
     print(f"\ndovecot_e2e {verdict}: format={args.format} "
-          f"backend={args.backend} in {elapsed:.0f}s{xf}; {summary}")
+          f"backend={args.backend} in {elapsed:.0f}s; {summary}")
     return 0 if ok else 1
 
 
