@@ -1,7 +1,8 @@
 #!/bin/sh
 # The project's test command: installs what the tests need (Debian
 # packages), then runs the unit and integration tests (which mount spoolfs
-# for real), the Cyrus IMAP end-to-end test and a benchmark smoke run.
+# for real), the Cyrus IMAP end-to-end test, the Debian package test and a
+# benchmark smoke run.
 # Needs root (mounts, loop devices, drop_caches). Usage: scripts/test.sh [--quick]
 set -eu
 cd "$(dirname "$0")/.."
@@ -34,6 +35,10 @@ if [ "${1:-}" != "--quick" ]; then
       --spoolfs-bin "$PWD/target/release/spoolfs"
     passed=$((passed + 1))
   done
+  # The Debian package: build, dpkg -i, mount through fstab, man -w,
+  # dpkg -r / --purge (installs man-db if missing).
+  sh tests/package/package_test.sh
+  passed=$((passed + 1))
   cargo build --release --manifest-path bench/Cargo.toml
   bench/target/release/spoolfs-bench --scale tiny --runs 1 --targets native,spoolfs \
     --spoolfs-bin "$PWD/target/release/spoolfs"

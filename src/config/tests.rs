@@ -878,3 +878,16 @@ fn check_filesystem_rejects_a_state_dir_inside_the_mount_point() {
     config.control.state_dir = tmp.path().to_path_buf();
     assert_eq!(config.check_filesystem(Some(&dirs[1])), Ok(()));
 }
+
+#[test]
+fn the_packaged_example_configuration_parses() {
+    let text = include_str!("../../packaging/spoolfs.toml");
+    let path = Path::new("/etc/spoolfs/spoolfs.toml");
+    let config = Config::parse(text, path).unwrap();
+    assert_eq!(config.default_partition, "ssd");
+    assert_eq!(config.control.state_dir, Path::new("/var/lib/spoolfs"));
+    assert_eq!(
+        MetricsConfig::parse(text, path).unwrap(),
+        MetricsConfig::default()
+    );
+}
