@@ -102,7 +102,11 @@ fn markdown_to_roff(markdown: &str, title: &str, section: &str) -> String {
         if let Some(heading) = line.strip_prefix("# ") {
             let (name, summary) = heading.split_once(" — ").unwrap_or((heading, ""));
             let name = name.trim_matches('`');
-            out.push_str(&format!(".SH NAME\n{} \\- {}\n", inline(name), inline(summary)));
+            out.push_str(&format!(
+                ".SH NAME\n{} \\- {}\n",
+                inline(name),
+                inline(summary)
+            ));
         } else if let Some(heading) = line.strip_prefix("## ") {
             out.push_str(&format!(".SH \"{}\"\n", inline(heading).to_uppercase()));
         } else if let Some(heading) = line.strip_prefix("### ") {
@@ -118,7 +122,10 @@ fn markdown_to_roff(markdown: &str, title: &str, section: &str) -> String {
             let cells = table_cells(line);
             if header.is_empty() {
                 header = cells;
-            } else if !cells.iter().all(|c| c.chars().all(|ch| ch == '-' || ch == ':')) {
+            } else if !cells
+                .iter()
+                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+            {
                 out.push_str(&format!(".TP\n\\fB{}\\fR\n", inline(&cells[0])));
                 for (name, value) in header.iter().zip(&cells).skip(1) {
                     out.push_str(&format!("{}: {}\n.br\n", inline(name), inline(value)));
