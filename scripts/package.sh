@@ -19,4 +19,3 @@ sed 's|^bin=.*|bin=${SPOOLFS_BIN:-/usr/bin/spoolfs}|' mount-scripts/mount.fuse.s
 grep -q '^bin=${SPOOLFS_BIN:-/usr/bin/spoolfs}$' "$out/mount.fuse.spoolfs"
 
 cargo deb
-ls -l target/debian/*.deb
