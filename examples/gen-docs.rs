@@ -25,7 +25,9 @@ fn main() -> io::Result<()> {
     fs::create_dir_all(&man)?;
     fs::create_dir_all(&completions)?;
 
-    let cli = Cli::command();
+    // clap's own `help` subcommand would be listed without a page of its
+    // own; the pages leave it out.
+    let cli = Cli::command().disable_help_subcommand(true);
     write_man_pages(&cli, &man)?;
 
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIGURATION.md");
