@@ -20,10 +20,11 @@ fail() {
   exit 1
 }
 
-# man-db for `man -w`; fuse3 is the package's dependency (dpkg -i does not
-# fetch dependencies).
+# man-db for `man -w`, logrotate to check the logrotate file; fuse3 is the
+# package's dependency (dpkg -i does not fetch dependencies).
 need=""
 dpkg -s man-db >/dev/null 2>&1 || need="$need man-db"
+dpkg -s logrotate >/dev/null 2>&1 || need="$need logrotate"
 dpkg -s fuse3 >/dev/null 2>&1 || need="$need fuse3"
 if [ -n "$need" ]; then
   apt-get update -qq
@@ -92,6 +93,10 @@ for doc in $(sed -n 's/^Documentation=//p' "$unit"); do
   esac
 done
 /usr/bin/spoolfs --version
+logrotate -d /etc/logrotate.d/spoolfs >"$tmp/logrotate.out" 2>&1 ||
+  fail "logrotate rejects /etc/logrotate.d/spoolfs: $(cat "$tmp/logrotate.out")"
+grep -q 'rotating pattern: /var/log/spoolfs.log' "$tmp/logrotate.out" ||
+  fail "logrotate does not see /var/log/spoolfs.log: $(cat "$tmp/logrotate.out")"
 
 # Mount through an fstab line with the installed helper.
 cat >"$tmp/spoolfs.toml" <<EOF
