@@ -1,8 +1,8 @@
 #!/bin/sh
 # The project's test command: installs what the tests need (Debian
 # packages), then runs the unit and integration tests (which mount spoolfs
-# for real), the Cyrus IMAP and Dovecot end-to-end tests and a benchmark
-# smoke run.
+# for real), the Cyrus IMAP and Dovecot end-to-end tests, the Debian
+# package test and a benchmark smoke run.
 # Needs root (mounts, loop devices, drop_caches). Usage: scripts/test.sh [--quick]
 set -eu
 cd "$(dirname "$0")/.."
@@ -42,6 +42,10 @@ if [ "${1:-}" != "--quick" ]; then
       --spoolfs-bin "$PWD/target/release/spoolfs"
     passed=$((passed + 1))
   done
+  # The Debian package: build, dpkg -i, mount through fstab, man -w,
+  # dpkg -r / --purge (installs man-db if missing).
+  sh tests/package/package_test.sh
+  passed=$((passed + 1))
   cargo build --release --manifest-path bench/Cargo.toml
   bench/target/release/spoolfs-bench --scale tiny --runs 1 --targets native,spoolfs \
     --spoolfs-bin "$PWD/target/release/spoolfs"

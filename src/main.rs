@@ -10,7 +10,7 @@ use spoolfs::control::{self, Answer, Request};
 use spoolfs::mount::{self, MountArgs};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    spoolfs::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount {

@@ -59,7 +59,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     crate::fs::set_descriptor_budget(budget as usize);
     let ledger = Arc::new(Ledger::new(&config)?);
     let fs = Arc::new(SpoolFs::new(config, ledger)?);
-    scan::rebuild_usage(&fs, scan_threads());
+    let scanned = scan::rebuild_usage(&fs, scan_threads());
+    crate::metrics::start(&fs, &scanned)?;
     let allow_other = fs.config.mount.allow_other;
     let dev = kernel_mount(&args.mountpoint, allow_other, options.flags)
         .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()))?;
@@ -83,6 +84,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
             ""
         }
     );
+    crate::sdnotify::ready(&args.mountpoint);
     let result = match session.run() {
         // Unmounted while requests were in flight, the kernel ends the
         // connection as aborted rather than gone; both are a clean end.

@@ -126,3 +126,18 @@ pub(super) fn describe_control(control: &ControlConfig) -> String {
         control.state_dir.display()
     )
 }
+
+pub(super) fn describe_metrics(metrics: &MetricsConfig) -> String {
+    let Some(listen) = metrics.listen else {
+        return "metrics: off".to_string();
+    };
+    let mailboxes = if metrics.per_mailbox {
+        "every mailbox".to_string()
+    } else {
+        format!(
+            "mailboxes at {}% of their limit or more",
+            metrics.mailbox_percent
+        )
+    };
+    format!("metrics: http://{listen}/metrics, series for {mailboxes}")
+}

@@ -143,6 +143,22 @@ pub struct ControlConfig {
     pub state_dir: PathBuf,
 }
 
+/// `[metrics]`: the Prometheus endpoint (see `src/metrics.rs`).
+///
+/// Read with [`MetricsConfig::of`], not kept in [`Config`]: `Config` is
+/// built field by field in tests of modules being refactored (quota), so a
+/// new field would have to touch them. [`Config::parse`] validates the
+/// section all the same, so `spoolfs check` reports its errors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsConfig {
+    /// Address and port of `GET /metrics`; `None` (the default): off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Series for every mailbox, not only those at or above `mailbox_percent`.
+    pub per_mailbox: bool,
+    /// Mailboxes using at least this percent of their limit get series.
+    pub mailbox_percent: u8,
+}
+
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigError {
@@ -196,6 +212,46 @@ impl Default for ControlConfig {
     }
 }
 
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            per_mailbox: false,
+            mailbox_percent: 80,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: "(file)".to_string(),
+        problem: format!("cannot read: {e}"),
+    })
+}
+
+impl MetricsConfig {
+    /// The `[metrics]` section of the file `config` was loaded from; the
+    /// defaults (off) for the built-in configuration.
+    pub fn of(config: &Config) -> Result<MetricsConfig, ConfigError> {
+        if config.source == Path::new(BUILTIN_SOURCE) {
+            return Ok(MetricsConfig::default());
+        }
+        MetricsConfig::parse(&read(&config.source)?, &config.source)
+    }
+
+    /// The `[metrics]` section of configuration text (the rest unchecked).
+    pub fn parse(text: &str, source: &Path) -> Result<MetricsConfig, ConfigError> {
+        let document = DeTable::parse(text).map_err(|e| syntax_error(text, source, &e))?;
+        parse_metrics(&Section::top(document.get_ref(), source))
+    }
+
+    /// One line for `spoolfs check`.
+    pub fn describe(&self) -> String {
+        describe_metrics(self)
+    }
+}
+
 impl Config {
     pub fn partition_index(&self, name: &str) -> Option<usize> {
         self.partitions.iter().position(|p| p.name == name)
@@ -204,12 +260,7 @@ impl Config {
     /// Reads, parses and validates a configuration file. Partition
     /// directories are not looked at: see [`Config::check_filesystem`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            key: "(file)".to_string(),
-            problem: format!("cannot read: {e}"),
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read(path)?, path)
     }
 
     /// Parses and validates configuration text; `source` names it in errors.

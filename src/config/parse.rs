@@ -13,6 +13,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "tenants",
     "mailboxes",
     "control",
+    "metrics",
 ];
 
 pub(super) fn parse_document(top: &Section) -> Result<Config, ConfigError> {
@@ -30,6 +31,7 @@ pub(super) fn parse_document(top: &Section) -> Result<Config, ConfigError> {
         mailboxes: parse_mailboxes(top)?,
         control: parse_control(top)?,
     })
+    .and_then(|config| parse_metrics(top).map(|_| config))
 }
 
 pub(super) fn syntax_error(text: &str, source: &Path, error: &toml::de::Error) -> ConfigError {
@@ -353,6 +355,21 @@ pub(super) fn parse_control(top: &Section) -> Result<ControlConfig, ConfigError>
         state_dir: section
             .value("state_dir", absolute_path)?
             .unwrap_or(defaults.state_dir),
+    })
+}
+
+pub(super) fn parse_metrics(top: &Section) -> Result<MetricsConfig, ConfigError> {
+    let section = top.section("metrics")?;
+    section.allow_only(&["listen", "per_mailbox", "mailbox_percent"])?;
+    let defaults = MetricsConfig::default();
+    Ok(MetricsConfig {
+        listen: section.value("listen", socket_address)?,
+        per_mailbox: section
+            .value("per_mailbox", boolean)?
+            .unwrap_or(defaults.per_mailbox),
+        mailbox_percent: section
+            .value("mailbox_percent", integer_in(0, 100))?
+            .unwrap_or(defaults.mailbox_percent),
     })
 }
 

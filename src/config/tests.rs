@@ -49,6 +49,11 @@ limit = "1G"
 [control]
 admin_uids = [1000, 1001]
 state_dir = "/var/lib/spoolfs-test"
+
+[metrics]
+listen = "127.0.0.1:9587"
+per_mailbox = true
+mailbox_percent = 75
 "#;
 
 const GIB: u64 = 1024 * MIB;
@@ -143,6 +148,15 @@ fn full_example_parses_to_the_expected_config() {
         },
     };
     assert_eq!(parse(FULL_EXAMPLE).unwrap(), expected);
+    let metrics = MetricsConfig::parse(FULL_EXAMPLE, Path::new("/etc/spoolfs.toml"));
+    assert_eq!(
+        metrics.unwrap(),
+        MetricsConfig {
+            listen: Some("127.0.0.1:9587".parse().unwrap()),
+            per_mailbox: true,
+            mailbox_percent: 75,
+        }
+    );
 }
 
 #[test]
@@ -163,6 +177,56 @@ fn minimal_file_gets_the_defaults() {
     assert!(config.tenants.is_empty() && config.mailboxes.is_empty());
     assert!(config.control.admin_uids.is_empty());
     assert_eq!(config.control.state_dir, Path::new("/var/lib/spoolfs"));
+    let metrics = metrics_of("[partitions]\nonly = \"/srv/spool\"\n");
+    assert_eq!(metrics, MetricsConfig::default());
+    assert_eq!(metrics.listen, None);
+    assert!(!metrics.per_mailbox);
+    assert_eq!(metrics.mailbox_percent, 80);
+}
+
+fn metrics_of(text: &str) -> MetricsConfig {
+    MetricsConfig::parse(text, Path::new("/etc/spoolfs.toml")).unwrap()
+}
+
+#[test]
+fn metrics_listen_takes_ipv4_and_ipv6_addresses() {
+    let v4 = metrics_of("[metrics]\nlisten = \"0.0.0.0:9587\"\n");
+    assert_eq!(v4.listen, Some("0.0.0.0:9587".parse().unwrap()));
+    let v6 = metrics_of("[metrics]\nlisten = \"[::1]:9000\"\n");
+    assert_eq!(v6.listen, Some("[::1]:9000".parse().unwrap()));
+    assert_eq!(
+        v6.describe(),
+        "metrics: http://[::1]:9000/metrics, series for mailboxes at 80% of their limit or more"
+    );
+    assert_eq!(metrics_of("").describe(), "metrics: off");
+    // The whole file's parse checks the section too.
+    assert!(parse_with("[metrics]\nlisten = \"[::1]:9000\"\n").is_ok());
+}
+
+#[test]
+fn metrics_errors_name_the_key() {
+    let no_port = parse_with("[metrics]\nlisten = \"127.0.0.1\"\n");
+    assert_error(no_port, "metrics.listen", "not an IP address with a port");
+    let host_name = parse_with("[metrics]\nlisten = \"localhost:9587\"\n");
+    assert_error(
+        host_name,
+        "metrics.listen",
+        "\"localhost:9587\" is not an IP address",
+    );
+    let number = parse_with("[metrics]\nlisten = 9587\n");
+    assert_error(
+        number,
+        "metrics.listen",
+        "expected a string, found integer 9587",
+    );
+    let percent = parse_with("[metrics]\nmailbox_percent = 101\n");
+    assert_error(percent, "metrics.mailbox_percent", "from 0 to 100");
+    let flag = parse_with("[metrics]\nper_mailbox = \"yes\"\n");
+    assert_error(flag, "metrics.per_mailbox", "expected true or false");
+    let unknown = parse_with("[metrics]\nport = 9587\n");
+    assert_error(unknown, "metrics.port", "unknown key");
+    let not_table = parse_with("metrics = \"on\"\n");
+    assert_error(not_table, "metrics", "expected a table");
 }
 
 #[test]
@@ -893,4 +957,17 @@ fn metadata_names_are_checked() {
         "has no effect with [layout] kind = \"none\"",
     );
     assert!(parse_with("[quota]\nmetadata_names = []\n").is_ok());
+}
+
+#[test]
+fn the_packaged_example_configuration_parses() {
+    let text = include_str!("../../packaging/spoolfs.toml");
+    let path = Path::new("/etc/spoolfs/spoolfs.toml");
+    let config = Config::parse(text, path).unwrap();
+    assert_eq!(config.default_partition, "ssd");
+    assert_eq!(config.control.state_dir, Path::new("/var/lib/spoolfs"));
+    assert_eq!(
+        MetricsConfig::parse(text, path).unwrap(),
+        MetricsConfig::default()
+    );
 }

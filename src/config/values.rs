@@ -127,3 +127,14 @@ pub(super) fn metadata_globs(value: &DeValue) -> Result<Vec<String>, String> {
     }
     Ok(globs)
 }
+
+/// An IP address and port, e.g. "127.0.0.1:9587" or "[::1]:9587" (no host
+/// names: the daemon must not depend on name resolution to start).
+pub(super) fn socket_address(value: &DeValue) -> Result<std::net::SocketAddr, String> {
+    let text = string(value)?;
+    text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an IP address with a port, e.g. \"127.0.0.1:9587\" or \"[::1]:9587\""
+        )
+    })
+}
