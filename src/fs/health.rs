@@ -123,6 +123,7 @@ impl SpoolFs {
         }
         let now = self.partitions.iter().map(probe).collect();
         for (i, h) in self.health.update(now) {
+            crate::metrics::global().partition_health(i, h == Health::Healthy);
             let p = &self.partitions[i];
             let path = self.config.partitions[i].path.display();
             if h == Health::Healthy {

@@ -22,6 +22,7 @@ use convert::{file_attr, file_type, set_time};
 use crate::error::{FsError, FsResult};
 use crate::fs::{Attr, Caller, PassthroughId, SetAttr, SpoolFs, offset_after};
 use crate::invalidate::DirInvalidator;
+use crate::metrics::{self, Op};
 
 pub struct FuseAdapter {
     fs: Arc<SpoolFs>,
@@ -37,6 +38,9 @@ impl FuseAdapter {
     /// to name a partition in trouble.
     fn errno(&self, op: &str, e: FsError) -> Errno {
         debug!("{op}: {e}");
+        if let FsError::Quota(r) = &e {
+            metrics::global().refusal(r.tenant.as_deref(), Op::from_name(op));
+        }
         let errno = e.errno();
         self.fs.note_error(op, errno);
         Errno::from_i32(errno)
@@ -100,6 +104,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _timer = metrics::global().request(Op::Lookup);
         match self.fs.lookup(parent.0, name) {
             Ok(attr) => reply.entry(&self.ttl(), &file_attr(&attr), GEN),
             Err(e) => reply.error(self.errno("lookup", e)),
@@ -107,10 +112,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _timer = metrics::global().request(Op::Forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _timer = metrics::global().request(Op::Getattr);
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
             Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(self.errno("getattr", e)),
@@ -135,6 +142,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _timer = metrics::global().request(Op::Setattr);
         let change = SetAttr {
             mode,
             uid,
@@ -151,6 +159,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _timer = metrics::global().request(Op::Readlink);
         match self.fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.errno("readlink", e)),
@@ -167,6 +176,7 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _timer = metrics::global().request(Op::Mknod);
         let result = self
             .fs
             .mknod(caller(req), parent.0, name, mode, umask, rdev);
@@ -182,11 +192,13 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _timer = metrics::global().request(Op::Mkdir);
         let result = self.fs.mkdir(caller(req), parent.0, name, mode, umask);
         self.new_entry("mkdir", parent, result, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = metrics::global().request(Op::Unlink);
         match self.fs.unlink(parent.0, name) {
             Ok(()) => {
                 reply.ok();
@@ -197,6 +209,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = metrics::global().request(Op::Rmdir);
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => {
                 reply.ok();
@@ -214,6 +227,7 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _timer = metrics::global().request(Op::Symlink);
         let result = self.fs.symlink(caller(req), parent.0, link_name, target);
         self.new_entry("symlink", parent, result, reply);
     }
@@ -228,6 +242,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Rename);
         match self
             .fs
             .rename(parent.0, name, newparent.0, newname, flags.bits())
@@ -251,11 +266,13 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _timer = metrics::global().request(Op::Link);
         let result = self.fs.link(ino.0, newparent.0, newname);
         self.new_entry("link", newparent, result, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = metrics::global().request(Op::Open);
         let backing = |fd: std::os::fd::BorrowedFd| reply.open_backing(fd).map(PassthroughId::new);
         match self.fs.open(ino.0, flags.0, backing) {
             Ok(o) => match o.backing.as_ref().and_then(|b| b.get::<BackingId>()) {
@@ -277,6 +294,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _timer = metrics::global().request(Op::Read);
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(self.errno("read", e)),
@@ -295,6 +313,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _timer = metrics::global().request(Op::Write);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.errno("write", e)),
@@ -309,6 +328,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Flush);
         // Writes are write-through and locks are the kernel's: nothing to do
         // at close. ENOSYS tells the kernel to stop sending FLUSH at all,
         // saving a round trip per close(2).
@@ -325,6 +345,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Release);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -337,6 +358,7 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Fsync);
         match self.fs.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("fsync", e)),
@@ -344,6 +366,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = metrics::global().request(Op::Opendir);
         // ENOSYS once, and the kernel stops sending OPENDIR/RELEASEDIR and
         // opens directories with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR: a warm
         // listing then costs no round trip at all. READDIR arrives without
@@ -359,6 +382,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _timer = metrics::global().request(Op::Readdir);
         let page = match self.fs.readdir(ino.0, offset) {
             Ok(p) => p,
             Err(e) => return reply.error(self.errno("readdir", e)),
@@ -380,6 +404,7 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Fsyncdir);
         match self.fs.fsyncdir(ino.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("fsyncdir", e)),
@@ -387,6 +412,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let _timer = metrics::global().request(Op::Statfs);
         match self.fs.statfs(ino.0) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -405,6 +431,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Setxattr);
         match self.fs.setxattr(ino.0, name, value, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("setxattr", e)),
@@ -412,14 +439,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _timer = metrics::global().request(Op::Getxattr);
         self.xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _timer = metrics::global().request(Op::Listxattr);
         self.xattr_reply(self.fs.listxattr(ino.0), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = metrics::global().request(Op::Removexattr);
         match self.fs.removexattr(ino.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("removexattr", e)),
@@ -427,6 +457,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _timer = metrics::global().request(Op::Access);
         reply.ok(); // `default_permissions`: the kernel has checked
     }
 
@@ -440,6 +471,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _timer = metrics::global().request(Op::Create);
         match self
             .fs
             .create(caller(req), parent.0, name, mode, umask, flags)
@@ -468,6 +500,7 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _timer = metrics::global().request(Op::Fallocate);
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("fallocate", e)),
@@ -483,6 +516,7 @@ impl Filesystem for FuseAdapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _timer = metrics::global().request(Op::Lseek);
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(self.errno("lseek", e)),
@@ -502,6 +536,7 @@ impl Filesystem for FuseAdapter {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _timer = metrics::global().request(Op::CopyFileRange);
         match self
             .fs
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
