@@ -48,6 +48,10 @@ pub enum Command {
         /// Print JSON for scripts (with percent and bytes per partition).
         #[arg(long)]
         json: bool,
+        /// Instead of usage: the FUSE requests served since the mount, by
+        /// operation (JSON: {"requests": {"write": N, ...}}).
+        #[arg(long)]
+        requests: bool,
         /// Any path inside the spoolfs mount.
         #[arg(default_value = ".")]
         path: PathBuf,

@@ -26,6 +26,8 @@ use crate::quota::{Ledger, Report, Scope, human_size};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Usage,
+    /// FUSE requests served since the mount, by operation.
+    Requests,
     QuotaGet {
         scope: ScopeArg,
     },
@@ -59,6 +61,7 @@ impl ScopeArg {
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     Report(Report),
+    Requests(std::collections::BTreeMap<String, u64>),
     Limit {
         limit: Limit,
         used: u64,
@@ -128,6 +131,7 @@ fn execute(ledger: &Ledger, layout: &LayoutConfig, req: Request, uid: u32) -> An
     let checked = |scope: &ScopeArg| names::check(layout, scope).map(|()| scope.scope());
     match req {
         Request::Usage => Answer::Report(ledger.report()),
+        Request::Requests => Answer::Requests(crate::metrics::global().request_counts()),
         Request::QuotaGet { scope } => match checked(&scope) {
             Ok(s) => Answer::Limit {
                 limit: ledger.effective_limit(&s),

@@ -25,7 +25,12 @@ fn main() -> ExitCode {
             mountpoint,
         }),
         Command::Check { config } => check(&config),
-        Command::Usage { json, path } => usage(&path, json),
+        Command::Usage {
+            json,
+            requests: true,
+            path,
+        } => requests(&path, json),
+        Command::Usage { json, path, .. } => usage(&path, json),
         Command::Quota { action } => quota(action),
     };
     match result {
@@ -53,6 +58,26 @@ fn usage(path: &Path, json: bool) -> Result<(), String> {
         Answer::Report(r) => print!("{}", r.to_table()),
         Answer::Error(e) => return Err(e),
         other => return Err(format!("unexpected answer {other:?}")),
+    }
+    Ok(())
+}
+
+fn requests(path: &Path, json: bool) -> Result<(), String> {
+    let counts = match control::ask(path, &Request::Requests)? {
+        Answer::Requests(counts) => counts,
+        Answer::Error(e) => return Err(e),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    if json {
+        let doc = serde_json::json!({ "requests": counts });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        return Ok(());
+    }
+    let mut rows: Vec<_> = counts.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    println!("{:<16} {:>12}", "OPERATION", "REQUESTS");
+    for (op, n) in rows {
+        println!("{op:<16} {n:>12}");
     }
     Ok(())
 }

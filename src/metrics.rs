@@ -185,6 +185,17 @@ impl Metrics {
         }
     }
 
+    /// Requests served so far, by operation name (operations never asked
+    /// are left out): what `spoolfs usage --requests` shows.
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        Op::ALL
+            .iter()
+            .map(|&op| (op, self.ops[op as usize].snapshot().0.iter().sum::<u64>()))
+            .filter(|&(_, n)| n > 0)
+            .map(|(op, n)| (op.name().to_string(), n))
+            .collect()
+    }
+
     /// Counts an `EDQUOT` refusal of `op` charged to `tenant`.
     pub fn refusal(&self, tenant: Option<&str>, op: Op) {
         let tenant = tenant.unwrap_or("");

@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spoolfs");
 
-/// Runs `spoolfs mount` with the built-in default on a mount point that
-/// does not exist: it logs its INFO line about the default, then fails.
-/// Returns the first line of its stderr.
+/// Runs `spoolfs mount` with the built-in default on a mount point that is
+/// already mounted (`/proc`): it logs its INFO line about the default, then
+/// refuses to mount over it. Returns the first line of its stderr.
 fn first_log_line(journal_stream_names_stderr: bool) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let log_path = tmp.path().join("stderr");
@@ -19,7 +19,7 @@ fn first_log_line(journal_stream_names_stderr: bool) -> String {
     let mut cmd = Command::new(BIN);
     cmd.args(["mount", "--data-dir"])
         .arg(tmp.path().join("data"))
-        .arg(tmp.path().join("no-such-mountpoint"))
+        .arg("/proc")
         .env("RUST_LOG", "info")
         .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
