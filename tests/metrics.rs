@@ -229,3 +229,29 @@ fn requests_and_refusals_are_counted() {
         .is_some_and(|n| n >= 1)
     );
 }
+
+/// `spoolfs usage --requests --json` reports the same counters over the
+/// control socket, with no metrics endpoint configured: five writes of one
+/// file are five more WRITE requests.
+#[test]
+fn usage_requests_counts_by_operation() {
+    let m = Spec::new(&["fast"]).extra("[layout]\nkind = \"cyrus\"\n").mount();
+    mkdirs(&m, JOHN);
+    let writes = |m: &Mount| -> u64 {
+        let (ok, out, err) = m.cli(&["usage", "--requests", "--json"]);
+        assert!(ok, "{err}");
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+        doc["requests"]["write"].as_u64().unwrap_or(0)
+    };
+    let before = writes(&m);
+    let mut f = fs::File::create(m.path(&format!("{JOHN}/1."))).unwrap();
+    for _ in 0..5 {
+        f.write_all(&[b'x'; 4096]).unwrap();
+    }
+    drop(f);
+    assert_eq!(writes(&m) - before, 5);
+    let (ok, table, err) = m.cli(&["usage", "--requests"]);
+    assert!(ok, "{err}");
+    assert!(table.starts_with("OPERATION"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("write ")), "{table}");
+}
