@@ -92,8 +92,9 @@ class Round:
         E2E.ENV = E2E.Env()  # the harness's cleanup state is per run
         hargs = types.SimpleNamespace(
             layout=args.layout,
-            spool_backend="spoolfs" if target == "spoolfs" else "plain",
-            spoolfs_bin=args.spoolfs_bin, seed=args.seed, keep=False,
+            spool_backend="plain" if target == "native" else "spoolfs",
+            spoolfs_bin=args.compare_bin if target == "spoolfs-b" else args.spoolfs_bin,
+            seed=args.seed, keep=False,
             # limits that are never reached: quota is on, not in the way
             tenant_limit="1T", mailbox_limit="1T")
         self.h = E2E.Harness(hargs)
@@ -194,7 +195,7 @@ class Round:
 
     def requests(self):
         """The daemon's request counters by opcode, or None."""
-        if self.target != "spoolfs":
+        if self.target == "native":
             return None
         r = subprocess.run([self.h.spoolfs_bin, "usage", "--requests", "--json",
                             self.h.spool], capture_output=True, text=True)
@@ -238,8 +239,9 @@ def summarise(results, targets, messages):
             vals = [r[wl] for r in results[t]]
             row[t] = {"median": statistics.median(vals), "min": min(vals),
                       "max": max(vals), "runs": vals}
-        if "native" in row and "spoolfs" in row:
-            row["ratio"] = row["spoolfs"]["median"] / row["native"]["median"]
+        if "native" in row:
+            row["ratio"] = {t: row[t]["median"] / row["native"]["median"]
+                            for t in targets if t != "native"}
         table[wl] = row
     per_msg = None
     counted = [r["requests"] for r in results.get("spoolfs", []) if r["requests"]]
@@ -254,7 +256,8 @@ def print_table(table, per_msg, targets):
     cols = ["workload", "metric"]
     for t in targets:
         cols += [t, f"{t} min-max"]
-    cols.append("spoolfs/native")
+    others = [t for t in targets if t != "native"]
+    cols += [f"{t}/native" for t in others]
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join(" --- " for _ in cols) + "|")
     for wl, row in table.items():
@@ -262,7 +265,8 @@ def print_table(table, per_msg, targets):
         for t in targets:
             cells += [f"{row[t]['median']:,.0f}",
                       f"{row[t]['min']:,.0f}-{row[t]['max']:,.0f}"]
-        cells.append(f"{row['ratio']:.2f}" if "ratio" in row else "n/a")
+        cells += [f"{row['ratio'][t]:.2f}" if "ratio" in row else "n/a"
+                  for t in others]
         print("| " + " | ".join(cells) + " |")
     if per_msg:
         for phase, ops in per_msg.items():
@@ -285,6 +289,9 @@ def main():
     ap.add_argument("--targets", default="native,spoolfs")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--spoolfs-bin", default=None)
+    ap.add_argument("--compare-bin", default=None, metavar="PATH",
+                    help="a second spoolfs build, measured as target "
+                    "spoolfs-b in the same alternating rounds (A/B of a lever)")
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--keep-logs", default=None, metavar="DIR",
                     help="copy each spoolfs round's daemon log into DIR")
@@ -294,6 +301,9 @@ def main():
         return 2
     args.spoolfs_bin = os.path.abspath(args.spoolfs_bin or E2E.default_spoolfs_bin())
     targets = [t for t in args.targets.split(",") if t]
+    if args.compare_bin:
+        args.compare_bin = os.path.abspath(args.compare_bin)
+        targets.append("spoolfs-b")
     E2E.ensure_packages()
     work = Workload(args)
     say(f"{len(work.messages)} messages, {work.bytes / 1e6:.1f} MB, "
