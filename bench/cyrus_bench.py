@@ -95,6 +95,8 @@ class Round:
             spool_backend="plain" if target == "native" else "spoolfs",
             spoolfs_bin=args.compare_bin if target == "spoolfs-b" else args.spoolfs_bin,
             seed=args.seed, keep=False,
+            mount_toml=(args.compare_toml if target == "spoolfs-b"
+                        else args.mount_toml).replace(";", "\n"),
             # limits that are never reached: quota is on, not in the way
             tenant_limit="1T", mailbox_limit="1T")
         self.h = E2E.Harness(hargs)
@@ -243,12 +245,13 @@ def summarise(results, targets, messages):
             row["ratio"] = {t: row[t]["median"] / row["native"]["median"]
                             for t in targets if t != "native"}
         table[wl] = row
-    per_msg = None
-    counted = [r["requests"] for r in results.get("spoolfs", []) if r["requests"]]
-    if counted:
-        last = counted[-1]
-        per_msg = {phase: {op: n / messages for op, n in sorted(
-            ops.items(), key=lambda kv: -kv[1])} for phase, ops in last.items()}
+    per_msg = {}
+    for t in targets:
+        counted = [r["requests"] for r in results.get(t, []) if r["requests"]]
+        if counted:
+            per_msg[t] = {phase: {op: n / messages for op, n in sorted(
+                ops.items(), key=lambda kv: -kv[1])}
+                for phase, ops in counted[-1].items()}
     return table, per_msg
 
 
@@ -268,10 +271,10 @@ def print_table(table, per_msg, targets):
         cells += [f"{row['ratio'][t]:.2f}" if "ratio" in row else "n/a"
                   for t in others]
         print("| " + " | ".join(cells) + " |")
-    if per_msg:
-        for phase, ops in per_msg.items():
+    for target, phases in per_msg.items():
+        for phase, ops in phases.items():
             total = sum(ops.values())
-            print(f"\nFUSE requests per message, {phase}: {total:.1f}")
+            print(f"\nFUSE requests per message, {target}, {phase}: {total:.1f}")
             print("| " + " | ".join(ops) + " |")
             print("|" + "|".join(" ---: " for _ in ops) + "|")
             print("| " + " | ".join(f"{v:.1f}" for v in ops.values()) + " |")
@@ -292,6 +295,12 @@ def main():
     ap.add_argument("--compare-bin", default=None, metavar="PATH",
                     help="a second spoolfs build, measured as target "
                     "spoolfs-b in the same alternating rounds (A/B of a lever)")
+    ap.add_argument("--mount-toml", default="", metavar="KEYS",
+                    help="extra [mount] keys for spoolfs, ';'-separated, e.g. "
+                    "'xattrs = false'")
+    ap.add_argument("--compare-toml", default=None, metavar="KEYS",
+                    help="extra [mount] keys for a second spoolfs target "
+                    "(spoolfs-b, same binary unless --compare-bin)")
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--keep-logs", default=None, metavar="DIR",
                     help="copy each spoolfs round's daemon log into DIR")
@@ -301,8 +310,9 @@ def main():
         return 2
     args.spoolfs_bin = os.path.abspath(args.spoolfs_bin or E2E.default_spoolfs_bin())
     targets = [t for t in args.targets.split(",") if t]
-    if args.compare_bin:
-        args.compare_bin = os.path.abspath(args.compare_bin)
+    if args.compare_bin or args.compare_toml is not None:
+        args.compare_bin = os.path.abspath(args.compare_bin or args.spoolfs_bin)
+        args.compare_toml = args.compare_toml or args.mount_toml
         targets.append("spoolfs-b")
     E2E.ensure_packages()
     work = Workload(args)

@@ -9,6 +9,7 @@
 //! tenant under the configured layout are refused (`names.rs`).
 
 mod names;
+pub mod registry;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -211,7 +212,10 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 /// Client side: asks the daemon serving the mount `path` is in.
 pub fn ask(path: &Path, req: &Request) -> Result<Answer, String> {
     let root = mount_root(path)?;
-    let socket = socket_of(&root).map_err(|e| format!("{}: {e}", path.display()))?;
+    let socket = match registry::lookup(&root) {
+        Some(socket) => socket,
+        None => socket_of(&root).map_err(|e| format!("{}: {e}", path.display()))?,
+    };
     let mut stream = UnixStream::connect(&socket).map_err(|e| {
         format!(
             "{}: cannot reach the spoolfs daemon at {}: {e}",

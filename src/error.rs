@@ -47,6 +47,9 @@ pub enum FsError {
     CrossPartition,
     /// The kernel forgot an inode or handle we are asked about (`ESTALE`).
     Stale,
+    /// Extended attributes are off (`[mount] xattrs = false`): `ENOSYS`,
+    /// which tells the kernel to stop sending that kind of request.
+    XattrsOff,
     /// A partition failed (I/O error, read-only, full): its name, and the
     /// error as the backing call returned it.
     Partition { name: String, source: io::Error },
@@ -73,6 +76,7 @@ impl FsError {
             FsError::Quota(_) => libc::EDQUOT,
             FsError::CrossPartition => libc::EXDEV,
             FsError::Stale => libc::ESTALE,
+            FsError::XattrsOff => libc::ENOSYS,
             FsError::Partition { source: e, .. } | FsError::Io(e) => {
                 e.raw_os_error().unwrap_or(libc::EIO)
             }
@@ -111,6 +115,7 @@ impl fmt::Display for FsError {
             FsError::Quota(r) => write!(f, "quota exceeded: {r}"),
             FsError::CrossPartition => write!(f, "cross-partition rename or link"),
             FsError::Stale => write!(f, "stale inode or handle"),
+            FsError::XattrsOff => write!(f, "extended attributes are off ([mount] xattrs = false)"),
             FsError::Partition { name, source } => write!(f, "partition {name}: {source}"),
             FsError::Io(e) => write!(f, "{e}"),
         }

@@ -73,6 +73,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         }
     };
     created.keep();
+    let registered = register_socket(&args.mountpoint, &socket);
     spawn_signal_thread(args.mountpoint.clone());
     info!(
         "mounted {} ({} partitions{})",
@@ -92,9 +93,34 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         other => other.map_err(|e| format!("session: {e}")),
     };
     // Still ours: the state directory's lock is held until we return.
+    if let Some(entry) = registered {
+        control::registry::unregister(&entry, &socket);
+    }
     let _ = std::fs::remove_file(socket);
     info!("unmounted {}", args.mountpoint.display());
     result
+}
+
+/// Records the control socket under the mount's device number, so the CLI
+/// finds it without an xattr (see `control/registry.rs`). Not being able
+/// to is no reason to stop serving: the xattr still says it, unless
+/// `[mount] xattrs = false`, which the warning then names.
+fn register_socket(mountpoint: &Path, socket: &Path) -> Option<PathBuf> {
+    let device = std::fs::canonicalize(mountpoint).ok().and_then(|canonical| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        mountpoint::device_at(&mountinfo, &canonical)
+    });
+    let Some(device) = device else {
+        log::warn!("cannot find this mount in /proc/self/mountinfo: the CLI finds the control socket only through the mount root's xattr");
+        return None;
+    };
+    match control::registry::register(&device, socket) {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            log::warn!("cannot record the control socket in /run/spoolfs ({e}): the CLI finds it only through the mount root's xattr, which [mount] xattrs = false turns off");
+            None
+        }
+    }
 }
 
 /// After the kernel mount: the control socket, then the FUSE session.

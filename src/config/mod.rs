@@ -71,6 +71,11 @@ pub struct MountConfig {
     pub ttl_secs: u64,
     /// Kernel passthrough for read-only opens (Linux >= 6.9).
     pub passthrough: bool,
+    /// Extended attributes served. Off, the daemon answers the first
+    /// xattr request `ENOSYS` and the kernel stops asking: no more
+    /// `GETXATTR security.capability` before every buffered `write()`
+    /// (one round trip per write), at the cost of xattr support.
+    pub xattrs: bool,
     /// How many `O_PATH` descriptors file nodes may hold; beyond that they
     /// keep file handles (see `fs/anchor.rs`). `None`: half the fd limit.
     pub held_descriptors: Option<u64>,
@@ -187,6 +192,7 @@ impl Default for MountConfig {
             allow_other: true,
             ttl_secs: 60,
             passthrough: true,
+            xattrs: true,
             held_descriptors: None,
         }
     }

@@ -151,6 +151,7 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         "allow_other",
         "ttl_secs",
         "passthrough",
+        "xattrs",
         "held_descriptors",
     ])?;
     let defaults = MountConfig::default();
@@ -167,6 +168,9 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         passthrough: section
             .value("passthrough", boolean)?
             .unwrap_or(defaults.passthrough),
+        xattrs: section
+            .value("xattrs", boolean)?
+            .unwrap_or(defaults.xattrs),
         held_descriptors: section.value("held_descriptors", integer_in(0, i64::MAX))?,
     })
 }

@@ -22,6 +22,7 @@ threads = 8
 allow_other = false
 ttl_secs = 30
 passthrough = false
+xattrs = false
 held_descriptors = 5000
 
 [layout]
@@ -109,6 +110,7 @@ fn full_example_parses_to_the_expected_config() {
             allow_other: false,
             ttl_secs: 30,
             passthrough: false,
+            xattrs: false,
             held_descriptors: Some(5000),
         },
         layout: LayoutConfig::Cyrus {
@@ -722,7 +724,7 @@ fn describe_lists_everything_an_operator_checks() {
         "  example.org: limit 5.0G, mailbox limit 2.0G",
         "  example.com: limit none, mailbox limit (quota default)",
         "  user/john@example.org: limit 1.0G",
-        "mount: 8 threads, allow_other no, ttl 30s, passthrough no",
+        "mount: 8 threads, allow_other no, ttl 30s, passthrough no, xattrs no",
         "control: state dir /var/lib/spoolfs-test, admins: root and uids 1000, 1001",
     ] {
         assert!(

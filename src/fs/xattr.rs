@@ -15,6 +15,7 @@ pub const CONTROL_XATTR: &str = "user.spoolfs.control";
 
 impl SpoolFs {
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        self.xattrs_on()?;
         if ino == ROOT_INO && name == CONTROL_XATTR {
             return Ok(self.control_socket_path().into_os_string().into_vec());
         }
@@ -25,6 +26,7 @@ impl SpoolFs {
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        self.xattrs_on()?;
         let node = self.node(ino)?;
         let reached = first_path(&node)?; // keeps the path valid
         let path = &reached.path;
@@ -32,6 +34,7 @@ impl SpoolFs {
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.xattrs_on()?;
         let node = self.node(ino)?;
         let cname = xname(name)?;
         for Reached { path, .. } in all_paths(&node)? {
@@ -41,12 +44,26 @@ impl SpoolFs {
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        self.xattrs_on()?;
         let node = self.node(ino)?;
         let cname = xname(name)?;
         for Reached { path, .. } in all_paths(&node)? {
             backing::removexattr(&path, &cname)?;
         }
         Ok(())
+    }
+}
+
+impl SpoolFs {
+    /// With `[mount] xattrs = false` every xattr request is refused as not
+    /// implemented, and the kernel, so told, sends no more of its kind: in
+    /// particular no `GETXATTR security.capability` before each write.
+    fn xattrs_on(&self) -> FsResult<()> {
+        if self.config.mount.xattrs {
+            Ok(())
+        } else {
+            Err(FsError::XattrsOff)
+        }
     }
 }
 

@@ -56,6 +56,16 @@ pub fn mounted_at(mountinfo: &str, path: &Path) -> Option<String> {
     })
 }
 
+/// The device number ("major:minor") of the topmost mount at `path`, from
+/// the text of `/proc/self/mountinfo` (never a `stat` on the mount, which
+/// would ask the very daemon that is starting).
+pub fn device_at(mountinfo: &str, path: &Path) -> Option<String> {
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (PathBuf::from(unescape(fields.get(4)?)) == path).then(|| fields[2].to_string())
+    })
+}
+
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -88,6 +98,16 @@ mod tests {
 40 22 0:40 / /tmp/my\\040spool rw,nodev - fuse.spoolfs spoolfs rw,user_id=0
 41 40 0:41 / /tmp/my\\040spool rw - tmpfs tmpfs rw
 ";
+
+    #[test]
+    fn the_topmost_mount_names_its_device() {
+        assert_eq!(
+            device_at(INFO, Path::new("/tmp/my spool")).as_deref(),
+            Some("0:41")
+        );
+        assert_eq!(device_at(INFO, Path::new("/")).as_deref(), Some("8:1"));
+        assert_eq!(device_at(INFO, Path::new("/nowhere")), None);
+    }
 
     #[test]
     fn finds_the_topmost_mount_at_a_path() {

@@ -790,6 +790,7 @@ match = "archive/**"
 partition = "slow"
 [mount]
 allow_other = true
+{getattr(self.args, "mount_toml", "")}
 [layout]
 kind = "cyrus"
 [quota]

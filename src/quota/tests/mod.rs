@@ -25,6 +25,7 @@ fn config(state_dir: &Path) -> Config {
             allow_other: false,
             ttl_secs: 1,
             passthrough: false,
+            xattrs: true,
             held_descriptors: None,
         },
         layout: LayoutConfig::None,
