@@ -74,7 +74,7 @@ fn requests(path: &Path, json: bool) -> Result<(), String> {
         return Ok(());
     }
     let mut rows: Vec<_> = counts.into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
     println!("{:<16} {:>12}", "OPERATION", "REQUESTS");
     for (op, n) in rows {
         println!("{op:<16} {n:>12}");
