@@ -45,7 +45,9 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     config.check_filesystem(None).map_err(|e| e.to_string())?;
+    let metrics = spoolfs::config::MetricsConfig::of(&config).map_err(|e| e.to_string())?;
     print!("{}", config.describe());
+    println!("{}", metrics.describe());
     println!("{}: OK", path.display());
     Ok(())
 }
