@@ -17,7 +17,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use overrides::{OverrideKey, describe_override, load_overrides, save_overrides};
+use overrides::{OverrideKey, load_overrides, save_overrides};
 pub use report::{PartitionUsage, human_size};
 use rules::{LimitRules, configured_mailboxes};
 use state::State;
@@ -335,7 +335,7 @@ impl Ledger {
         if let Some(f) = &*self.roots_changed.lock().unwrap_or_else(|e| e.into_inner()) {
             f();
         }
-        log::info!("{scope}: limit {}", describe_override(limit));
+        // The control interface logs the change, with who asked.
         Ok(())
     }
 

@@ -148,11 +148,3 @@ pub(super) fn write_durably(
     // The rename itself is only durable once the directory is synced.
     File::open(dir)?.sync_all()
 }
-
-pub(super) fn describe_override(limit: Option<Limit>) -> String {
-    match limit {
-        Some(Some(bytes)) => format!("set to {bytes} bytes"),
-        Some(None) => "set to unlimited".to_string(),
-        None => "override removed".to_string(),
-    }
-}
