@@ -223,6 +223,9 @@ fn apply_options(config: &mut Config, options: &MountOptions) {
     if let Some(passthrough) = options.passthrough {
         config.mount.passthrough = passthrough;
     }
+    if let Some(xattrs) = options.xattrs {
+        config.mount.xattrs = xattrs;
+    }
 }
 
 fn session_config(config: &Config) -> fuser::Config {

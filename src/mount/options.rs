@@ -16,6 +16,8 @@ pub struct MountOptions {
     pub allow_other: Option<bool>,
     /// `passthrough` / `nopassthrough`; `None` keeps the configured value.
     pub passthrough: Option<bool>,
+    /// `xattrs` / `noxattrs`; `None` keeps the configured value.
+    pub xattrs: Option<bool>,
     /// Mount even if the mount point already is one.
     pub overmount: bool,
 }
@@ -59,7 +61,7 @@ Mount options, comma-separated, as in fstab. Accepted:
   generic (passed to the kernel mount): ro, rw, nosuid, suid, nodev (default), dev,
     noexec, exec, noatime, atime, nodiratime, diratime, relatime, norelatime,
     strictatime, nostrictatime, sync, async, dirsync;
-  spoolfs: allow_other, noallow_other, passthrough, nopassthrough,
+  spoolfs: allow_other, noallow_other, passthrough, nopassthrough, xattrs, noxattrs,
     default_permissions (always on), overmount (mount even if the mount point
     already is a mount point);
   fstab only (ignored): defaults, auto, noauto, nofail, _netdev, user, user=...,
@@ -71,6 +73,7 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
         flags: DEFAULT_FLAGS,
         allow_other: None,
         passthrough: None,
+        xattrs: None,
         overmount: false,
     };
     for opt in options.unwrap_or("").split(',').map(str::trim) {
@@ -90,6 +93,8 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
             "noallow_other" => parsed.allow_other = Some(false),
             "passthrough" => parsed.passthrough = Some(true),
             "nopassthrough" => parsed.passthrough = Some(false),
+            "xattrs" => parsed.xattrs = Some(true),
+            "noxattrs" => parsed.xattrs = Some(false),
             "overmount" => parsed.overmount = true,
             "default_permissions" | "" => {}
             _ if FSTAB_ONLY.contains(&opt) => {}
@@ -143,11 +148,12 @@ mod tests {
     #[test]
     fn spoolfs_and_fstab_options_are_kept_or_ignored() {
         let o = parse(Some(
-            "defaults,allow_other,nopassthrough,nofail,_netdev,x-systemd.requires=a.mount,comment=x,user=mail,overmount,,",
+            "defaults,allow_other,nopassthrough,noxattrs,nofail,_netdev,x-systemd.requires=a.mount,comment=x,user=mail,overmount,,",
         ))
         .unwrap();
         assert_eq!(o.allow_other, Some(true));
         assert_eq!(o.passthrough, Some(false));
+        assert_eq!(o.xattrs, Some(false));
         assert!(o.overmount);
         assert_eq!(o.flags, libc::MS_NODEV);
         assert_eq!(
