@@ -106,18 +106,24 @@ pub fn run(args: MountArgs) -> Result<(), String> {
 /// to is no reason to stop serving: the xattr still says it, unless
 /// `[mount] xattrs = false`, which the warning then names.
 fn register_socket(mountpoint: &Path, socket: &Path) -> Option<PathBuf> {
-    let device = std::fs::canonicalize(mountpoint).ok().and_then(|canonical| {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        mountpoint::device_at(&mountinfo, &canonical)
-    });
+    let device = std::fs::canonicalize(mountpoint)
+        .ok()
+        .and_then(|canonical| {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+            mountpoint::device_at(&mountinfo, &canonical)
+        });
     let Some(device) = device else {
-        log::warn!("cannot find this mount in /proc/self/mountinfo: the CLI finds the control socket only through the mount root's xattr");
+        log::warn!(
+            "cannot find this mount in /proc/self/mountinfo: the CLI finds the control socket only through the mount root's xattr"
+        );
         return None;
     };
     match control::registry::register(&device, socket) {
         Ok(entry) => Some(entry),
         Err(e) => {
-            log::warn!("cannot record the control socket in /run/spoolfs ({e}): the CLI finds it only through the mount root's xattr, which [mount] xattrs = false turns off");
+            log::warn!(
+                "cannot record the control socket in /run/spoolfs ({e}): the CLI finds it only through the mount root's xattr, which [mount] xattrs = false turns off"
+            );
             None
         }
     }

@@ -235,7 +235,9 @@ fn requests_and_refusals_are_counted() {
 /// file are five more WRITE requests.
 #[test]
 fn usage_requests_counts_by_operation() {
-    let m = Spec::new(&["fast"]).extra("[layout]\nkind = \"cyrus\"\n").mount();
+    let m = Spec::new(&["fast"])
+        .extra("[layout]\nkind = \"cyrus\"\n")
+        .mount();
     mkdirs(&m, JOHN);
     let writes = |m: &Mount| -> u64 {
         let (ok, out, err) = m.cli(&["usage", "--requests", "--json"]);

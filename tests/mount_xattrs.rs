@@ -42,7 +42,11 @@ fn set_user_xattr(path: &Path, value: &[u8]) -> i32 {
             0,
         )
     };
-    if r == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap() }
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
 }
 
 /// `getxattr(path, "user.test")`: the value or the errno.
@@ -50,7 +54,12 @@ fn get_user_xattr(path: &Path) -> Result<Vec<u8>, i32> {
     let name = CString::new("user.test").unwrap();
     let mut buf = vec![0u8; 256];
     let n = unsafe {
-        libc::getxattr(cpath(path).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::getxattr(
+            cpath(path).as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
     if n < 0 {
         return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
@@ -90,7 +99,10 @@ fn with_xattrs_on_they_reach_the_backing_file_and_writes_ask_each_time() {
     assert!(getxattr_requests(&m) - before >= 5);
     assert_eq!(set_user_xattr(&file, b"v1"), 0);
     assert_eq!(get_user_xattr(&file), Ok(b"v1".to_vec()));
-    assert_eq!(get_user_xattr(&m.backing("fast", &format!("{JOHN}/1."))), Ok(b"v1".to_vec()));
+    assert_eq!(
+        get_user_xattr(&m.backing("fast", &format!("{JOHN}/1."))),
+        Ok(b"v1".to_vec())
+    );
 }
 
 #[test]
@@ -104,7 +116,11 @@ fn with_xattrs_off_the_kernel_stops_asking_and_the_cli_still_works() {
     assert_eq!(get_user_xattr(&file), Err(libc::EOPNOTSUPP));
     let before = getxattr_requests(&m);
     write_blocks(&file, 20);
-    assert_eq!(getxattr_requests(&m), before, "no GETXATTR reaches the daemon");
+    assert_eq!(
+        getxattr_requests(&m),
+        before,
+        "no GETXATTR reaches the daemon"
+    );
     assert_eq!(fs::metadata(&file).unwrap().len(), 20 * 4096);
 
     // the CLI finds the socket through /run/spoolfs, from any path inside
@@ -114,5 +130,9 @@ fn with_xattrs_off_the_kernel_stops_asking_and_the_cli_still_works() {
     assert!(ok, "{err}");
     assert!(out.contains("user/john@example.org"), "{out}");
     m.stop();
-    assert!(fs::symlink_metadata(&entry).is_err(), "{} left behind", entry.display());
+    assert!(
+        fs::symlink_metadata(&entry).is_err(),
+        "{} left behind",
+        entry.display()
+    );
 }

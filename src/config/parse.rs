@@ -168,9 +168,7 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         passthrough: section
             .value("passthrough", boolean)?
             .unwrap_or(defaults.passthrough),
-        xattrs: section
-            .value("xattrs", boolean)?
-            .unwrap_or(defaults.xattrs),
+        xattrs: section.value("xattrs", boolean)?.unwrap_or(defaults.xattrs),
         held_descriptors: section.value("held_descriptors", integer_in(0, i64::MAX))?,
     })
 }
