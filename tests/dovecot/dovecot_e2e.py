@@ -31,6 +31,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from daemon_common import (  # noqa: E402  (the tests/ folder, above)
+    LMTP, T0, TestFailure, check, default_spoolfs_bin,
+    free_port, imap_quote, is_mounted, log, message_id_of, on_signal,
+    pgroup_alive, pkg_installed)
+
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
 PASSWORD = "e2e-secret"
@@ -57,25 +63,8 @@ PLUS = ["alice+Work@example.org", "bob+Lists@example.com",
 ADDED_HDR_RE = re.compile(
     rb"\A(?:(?:Return-Path|Delivered-To|Received):[^\r\n]*\r\n"
     rb"(?:[ \t][^\r\n]*\r\n)*)*\Z")
-ID_RE = re.compile(rb"^X-E2E-Id: (\S+)\r?$", re.M)
 # Dovecot's log: these mean trouble outside a deliberate over-limit window
 BAD_LOG_RE = re.compile(r"\b(Error|Panic|Fatal):")
-
-T0 = time.monotonic()
-
-
-def log(msg):
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
-
-
-class TestFailure(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise TestFailure(msg)
-
 
 def user_parts(user):
     local, domain = user.split("@")
@@ -85,10 +74,6 @@ def user_parts(user):
 def mailbox_of(user):
     """spoolfs' quota root for a user: pattern folder `local` in tenant `domain`."""
     return user
-
-
-def imap_quote(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # --------------------------------------------------------------------------
@@ -191,31 +176,6 @@ class Env:
 ENV = Env()
 
 
-def pgroup_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def is_mounted(path, fstype=None):
-    path = os.path.realpath(path)
-    with open("/proc/mounts") as f:
-        for line in f:
-            fields = line.split()
-            mp = fields[1].replace("\\040", " ")
-            if mp == path and (fstype is None or fields[2] == fstype):
-                return True
-    return False
-
-
-def on_signal(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def run(cmd, *, check_rc=True, input=None, timeout=600, env=None):
     r = subprocess.run(cmd, capture_output=True, text=True, input=input,
                        cwd=ENV.tmp or "/", timeout=timeout, env=env)
@@ -226,20 +186,8 @@ def run(cmd, *, check_rc=True, input=None, timeout=600, env=None):
     return r
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------
 # packages: installed without ever starting the system's Dovecot
-
-def pkg_installed(name):
-    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name],
-                       capture_output=True, text=True)
-    return r.returncode == 0 and "install ok installed" in r.stdout
-
 
 def system_dovecot_pids():
     r = subprocess.run(["pgrep", "-x", "dovecot"], capture_output=True,
@@ -338,72 +286,6 @@ def ensure_packages():
 # --------------------------------------------------------------------------
 # LMTP client (one reply per accepted recipient after DATA)
 
-class LMTPError(Exception):
-    pass
-
-
-class LMTP:
-    def __init__(self, host, port):
-        self.sock = socket.create_connection((host, port), timeout=120)
-        self.f = self.sock.makefile("rb")
-        code, lines = self.reply()
-        if code != 220:
-            raise LMTPError(f"LMTP greeting: {code} {lines}")
-        self.cmd("LHLO e2e.test", 250)
-
-    def reply(self):
-        lines = []
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise LMTPError("LMTP connection closed")
-            line = line.decode("utf-8", "replace").rstrip("\r\n")
-            lines.append(line[4:])
-            if len(line) < 4 or line[3] != "-":
-                return int(line[:3]), lines
-
-    def cmd(self, text, expect=None):
-        self.sock.sendall(text.encode() + b"\r\n")
-        code, lines = self.reply()
-        if expect is not None and code != expect:
-            raise LMTPError(f"LMTP {text!r}: {code} {' '.join(lines)}")
-        return code, lines
-
-    def send(self, sender, rcpts, data):
-        """Returns {rcpt: (code, text)}."""
-        results = {}
-        self.cmd(f"MAIL FROM:<{sender}>", 250)
-        accepted = []
-        for r in rcpts:
-            code, lines = self.cmd(f"RCPT TO:<{r}>")
-            if code == 250:
-                accepted.append(r)
-            else:
-                results[r] = (code, " ".join(lines))
-        if not accepted:
-            self.cmd("RSET", 250)
-            return results
-        self.cmd("DATA", 354)
-        body = data
-        if body.startswith(b"."):
-            body = b"." + body
-        body = body.replace(b"\r\n.", b"\r\n..")
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
-        self.sock.sendall(body + b".\r\n")
-        for r in accepted:
-            code, lines = self.reply()
-            results[r] = (code, " ".join(lines))
-        return results
-
-    def close(self):
-        try:
-            self.cmd("QUIT")
-        except Exception:  # noqa: BLE001
-            pass
-        self.sock.close()
-
-
 # --------------------------------------------------------------------------
 # messages
 
@@ -443,11 +325,6 @@ class Corpus:
         self.data[mid] = msg
         self.sha[mid] = hashlib.sha256(msg).hexdigest()
         return mid, msg
-
-
-def message_id_of(raw):
-    m = ID_RE.search(raw[:65536])
-    return m.group(1).decode() if m else None
 
 
 # --------------------------------------------------------------------------
@@ -1366,15 +1243,6 @@ state_dir = "{tmp}/state-spoolfs"
         self.force_resync(USERS)
         self.verify_all("at the end (after force-resync)")
         self.check_dovecot_log()
-
-
-def default_spoolfs_bin():
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
-    for p in (f"{repo}/target/release/spoolfs", f"{repo}/target/debug/spoolfs"):
-        if os.access(p, os.X_OK):
-            return p
-    return shutil.which("spoolfs") or f"{repo}/target/release/spoolfs"
 
 
 def main():
