@@ -63,18 +63,6 @@ ops! {
 
 const N_OPS: usize = Op::ALL.len();
 
-impl Op {
-    /// The operation a name stands for (`"copy_file_range"` →
-    /// [`Op::CopyFileRange`]); [`Op::Other`] for names not listed.
-    pub fn from_name(name: &str) -> Op {
-        Op::ALL
-            .iter()
-            .copied()
-            .find(|op| op.name() == name)
-            .unwrap_or(Op::Other)
-    }
-}
-
 /// Upper bounds of the request duration buckets, in nanoseconds (10 µs to
 /// 10 s); a last bucket counts everything slower.
 const BUCKETS_NS: [u64; 14] = [
@@ -650,15 +638,6 @@ mod tests {
         Snapshot::new(report(), partitions(), config, metrics)
             .render()
             .unwrap()
-    }
-
-    #[test]
-    fn op_names_round_trip() {
-        for &op in Op::ALL {
-            assert_eq!(Op::from_name(op.name()), op);
-        }
-        assert_eq!(Op::from_name("copy_file_range"), Op::CopyFileRange);
-        assert_eq!(Op::from_name("nonsense"), Op::Other);
     }
 
     #[test]

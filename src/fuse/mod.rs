@@ -36,19 +36,19 @@ impl FuseAdapter {
 
     /// The errno a failed request answers with; the core hears of it too,
     /// to name a partition in trouble.
-    fn errno(&self, op: &str, e: FsError) -> Errno {
-        debug!("{op}: {e}");
+    fn errno(&self, op: Op, e: FsError) -> Errno {
+        debug!("{}: {e}", op.name());
         if let FsError::Quota(r) = &e {
-            metrics::global().refusal(r.tenant.as_deref(), Op::from_name(op));
+            metrics::global().refusal(r.tenant.as_deref(), op);
         }
         let errno = e.errno();
-        self.fs.note_error(op, errno);
+        self.fs.note_error(op.name(), errno);
         Errno::from_i32(errno)
     }
 
     /// Replies to a request that made a new name in `dir` (mknod, mkdir,
     /// symlink, link).
-    fn new_entry(&self, op: &str, dir: INodeNo, result: FsResult<Attr>, reply: ReplyEntry) {
+    fn new_entry(&self, op: Op, dir: INodeNo, result: FsResult<Attr>, reply: ReplyEntry) {
         match result {
             Ok(attr) => {
                 reply.entry(&self.ttl(), &file_attr(&attr), GEN);
@@ -107,7 +107,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Lookup);
         match self.fs.lookup(parent.0, name) {
             Ok(attr) => reply.entry(&self.ttl(), &file_attr(&attr), GEN),
-            Err(e) => reply.error(self.errno("lookup", e)),
+            Err(e) => reply.error(self.errno(Op::Lookup, e)),
         }
     }
 
@@ -120,7 +120,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Getattr);
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
             Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
-            Err(e) => reply.error(self.errno("getattr", e)),
+            Err(e) => reply.error(self.errno(Op::Getattr, e)),
         }
     }
 
@@ -154,7 +154,7 @@ impl Filesystem for FuseAdapter {
         };
         match self.fs.setattr(ino.0, change) {
             Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
-            Err(e) => reply.error(self.errno("setattr", e)),
+            Err(e) => reply.error(self.errno(Op::Setattr, e)),
         }
     }
 
@@ -162,7 +162,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Readlink);
         match self.fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(self.errno("readlink", e)),
+            Err(e) => reply.error(self.errno(Op::Readlink, e)),
         }
     }
 
@@ -180,7 +180,7 @@ impl Filesystem for FuseAdapter {
         let result = self
             .fs
             .mknod(caller(req), parent.0, name, mode, umask, rdev);
-        self.new_entry("mknod", parent, result, reply);
+        self.new_entry(Op::Mknod, parent, result, reply);
     }
 
     fn mkdir(
@@ -194,7 +194,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _timer = metrics::global().request(Op::Mkdir);
         let result = self.fs.mkdir(caller(req), parent.0, name, mode, umask);
-        self.new_entry("mkdir", parent, result, reply);
+        self.new_entry(Op::Mkdir, parent, result, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -204,7 +204,7 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
                 self.changed(parent);
             }
-            Err(e) => reply.error(self.errno("unlink", e)),
+            Err(e) => reply.error(self.errno(Op::Unlink, e)),
         }
     }
 
@@ -215,7 +215,7 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
                 self.changed(parent);
             }
-            Err(e) => reply.error(self.errno("rmdir", e)),
+            Err(e) => reply.error(self.errno(Op::Rmdir, e)),
         }
     }
 
@@ -229,7 +229,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _timer = metrics::global().request(Op::Symlink);
         let result = self.fs.symlink(caller(req), parent.0, link_name, target);
-        self.new_entry("symlink", parent, result, reply);
+        self.new_entry(Op::Symlink, parent, result, reply);
     }
 
     fn rename(
@@ -254,7 +254,7 @@ impl Filesystem for FuseAdapter {
                     self.changed(newparent);
                 }
             }
-            Err(e) => reply.error(self.errno("rename", e)),
+            Err(e) => reply.error(self.errno(Op::Rename, e)),
         }
     }
 
@@ -268,7 +268,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _timer = metrics::global().request(Op::Link);
         let result = self.fs.link(ino.0, newparent.0, newname);
-        self.new_entry("link", newparent, result, reply);
+        self.new_entry(Op::Link, newparent, result, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -279,7 +279,7 @@ impl Filesystem for FuseAdapter {
                 Some(id) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), id),
                 None => reply.opened(FileHandle(o.fh), OPEN_FLAGS),
             },
-            Err(e) => reply.error(self.errno("open", e)),
+            Err(e) => reply.error(self.errno(Op::Open, e)),
         }
     }
 
@@ -297,7 +297,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Read);
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(self.errno("read", e)),
+            Err(e) => reply.error(self.errno(Op::Read, e)),
         }
     }
 
@@ -316,7 +316,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Write);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.errno("write", e)),
+            Err(e) => reply.error(self.errno(Op::Write, e)),
         }
     }
 
@@ -361,7 +361,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Fsync);
         match self.fs.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("fsync", e)),
+            Err(e) => reply.error(self.errno(Op::Fsync, e)),
         }
     }
 
@@ -385,7 +385,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Readdir);
         let page = match self.fs.readdir(ino.0, offset) {
             Ok(p) => p,
-            Err(e) => return reply.error(self.errno("readdir", e)),
+            Err(e) => return reply.error(self.errno(Op::Readdir, e)),
         };
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let next = offset_after(page.generation, i);
@@ -407,7 +407,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Fsyncdir);
         match self.fs.fsyncdir(ino.0, datasync) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("fsyncdir", e)),
+            Err(e) => reply.error(self.errno(Op::Fsyncdir, e)),
         }
     }
 
@@ -417,7 +417,7 @@ impl Filesystem for FuseAdapter {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(e) => reply.error(self.errno("statfs", e)),
+            Err(e) => reply.error(self.errno(Op::Statfs, e)),
         }
     }
 
@@ -434,25 +434,25 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Setxattr);
         match self.fs.setxattr(ino.0, name, value, flags) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("setxattr", e)),
+            Err(e) => reply.error(self.errno(Op::Setxattr, e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _timer = metrics::global().request(Op::Getxattr);
-        self.xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
+        self.xattr_reply(Op::Getxattr, self.fs.getxattr(ino.0, name), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _timer = metrics::global().request(Op::Listxattr);
-        self.xattr_reply(self.fs.listxattr(ino.0), size, reply);
+        self.xattr_reply(Op::Listxattr, self.fs.listxattr(ino.0), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timer = metrics::global().request(Op::Removexattr);
         match self.fs.removexattr(ino.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("removexattr", e)),
+            Err(e) => reply.error(self.errno(Op::Removexattr, e)),
         }
     }
 
@@ -486,7 +486,7 @@ impl Filesystem for FuseAdapter {
                 );
                 self.changed(parent);
             }
-            Err(e) => reply.error(self.errno("create", e)),
+            Err(e) => reply.error(self.errno(Op::Create, e)),
         }
     }
 
@@ -503,7 +503,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Fallocate);
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("fallocate", e)),
+            Err(e) => reply.error(self.errno(Op::Fallocate, e)),
         }
     }
 
@@ -519,7 +519,7 @@ impl Filesystem for FuseAdapter {
         let _timer = metrics::global().request(Op::Lseek);
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(off) => reply.offset(off),
-            Err(e) => reply.error(self.errno("lseek", e)),
+            Err(e) => reply.error(self.errno(Op::Lseek, e)),
         }
     }
 
@@ -542,18 +542,18 @@ impl Filesystem for FuseAdapter {
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
         {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.errno("copy_file_range", e)),
+            Err(e) => reply.error(self.errno(Op::CopyFileRange, e)),
         }
     }
 }
 
 impl FuseAdapter {
-    fn xattr_reply(&self, result: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+    fn xattr_reply(&self, op: Op, result: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
         match result {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
             Ok(v) => reply.data(&v),
-            Err(e) => reply.error(self.errno("xattr", e)),
+            Err(e) => reply.error(self.errno(op, e)),
         }
     }
 }
