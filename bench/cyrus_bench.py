@@ -139,48 +139,27 @@ class Round:
                      realm, name], input=E2E.PASSWORD)
 
     def deliver(self):
-        shares = split(self.work.messages, self.args.connections)
-        errors = []
-
         def worker(share):
-            try:
-                lmtp = E2E.LMTP("127.0.0.1", self.h.lmtp_port)
-                for rcpt, raw in share:
-                    res = lmtp.send(E2E.SENDER, [rcpt], raw)
-                    code, text = res[rcpt]
-                    if code != 250:
-                        raise E2E.TestFailure(f"LMTP to {rcpt}: {code} {text}")
-                lmtp.close()
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+            lmtp = E2E.LMTP("127.0.0.1", self.h.lmtp_port)
+            for rcpt, raw in share:
+                code, text = lmtp.send(E2E.SENDER, [rcpt], raw)[rcpt]
+                if code != 250:
+                    raise E2E.TestFailure(f"LMTP to {rcpt}: {code} {text}")
+            lmtp.close()
 
-        t = time.monotonic()
-        run_threads(worker, shares)
-        elapsed = time.monotonic() - t
-        if errors:
-            raise errors[0]
+        _, elapsed = in_parallel(worker, self.work.messages, self.args.connections)
         return len(self.work.messages) / elapsed
 
     def fetch(self):
-        shares = split(self.work.users, self.args.connections)
-        counts, errors = [], []
-
         def worker(users):
-            try:
-                n = 0
-                for user in users:
-                    c = E2E.Imap(self.h.imap_port, user, E2E.PASSWORD)
-                    n += len(c.fetch_all("INBOX"))
-                    c.logout()
-                counts.append(n)
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+            n = 0
+            for user in users:
+                c = E2E.Imap(self.h.imap_port, user, E2E.PASSWORD)
+                n += len(c.fetch_all("INBOX"))
+                c.logout()
+            return n
 
-        t = time.monotonic()
-        run_threads(worker, shares)
-        elapsed = time.monotonic() - t
-        if errors:
-            raise errors[0]
+        counts, elapsed = in_parallel(worker, self.work.users, self.args.connections)
         fetched = sum(counts)
         if fetched != len(self.work.messages):
             raise E2E.TestFailure(f"fetched {fetched} of "
@@ -220,16 +199,28 @@ def request_delta(before, after_deliver, after_fetch):
             "fetch": minus(after_fetch, after_deliver)}
 
 
-def split(items, n):
-    return [items[i::n] for i in range(n) if items[i::n]]
+def in_parallel(fn, items, n):
+    """Runs fn on n interleaved shares of items, one thread each; returns
+    their results and the wall time, or raises the first error."""
+    shares = [items[i::n] for i in range(n) if items[i::n]]
+    results, errors = [], []
 
+    def run(share):
+        try:
+            results.append(fn(share))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
 
-def run_threads(fn, shares):
-    threads = [threading.Thread(target=fn, args=(s,)) for s in shares]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = [threading.Thread(target=run, args=(s,)) for s in shares]
+    t = time.monotonic()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.monotonic() - t
+    if errors:
+        raise errors[0]
+    return results, elapsed
 
 
 def summarise(results, targets, messages):
