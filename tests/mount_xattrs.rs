@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::posix::{errno, getxattr, setxattr};
 use common::{Mount, Spec, mkdirs};
 
 const JOHN: &str = "mail/domain/e/example.org/j/user/john";
@@ -24,48 +23,6 @@ fn spool(xattrs: bool) -> Mount {
         .mount();
     mkdirs(&m, JOHN);
     m
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-/// `setxattr(path, "user.test", value)`: 0 or the errno.
-fn set_user_xattr(path: &Path, value: &[u8]) -> i32 {
-    let name = CString::new("user.test").unwrap();
-    let r = unsafe {
-        libc::setxattr(
-            cpath(path).as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r == 0 {
-        0
-    } else {
-        std::io::Error::last_os_error().raw_os_error().unwrap()
-    }
-}
-
-/// `getxattr(path, "user.test")`: the value or the errno.
-fn get_user_xattr(path: &Path) -> Result<Vec<u8>, i32> {
-    let name = CString::new("user.test").unwrap();
-    let mut buf = vec![0u8; 256];
-    let n = unsafe {
-        libc::getxattr(
-            cpath(path).as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
 }
 
 fn getxattr_requests(m: &Mount) -> u64 {
@@ -97,12 +54,10 @@ fn with_xattrs_on_they_reach_the_backing_file_and_writes_ask_each_time() {
     write_blocks(&file, 5);
     // the kernel's file_remove_privs: one GETXATTR per buffered write
     assert!(getxattr_requests(&m) - before >= 5);
-    assert_eq!(set_user_xattr(&file, b"v1"), 0);
-    assert_eq!(get_user_xattr(&file), Ok(b"v1".to_vec()));
-    assert_eq!(
-        get_user_xattr(&m.backing("fast", &format!("{JOHN}/1."))),
-        Ok(b"v1".to_vec())
-    );
+    setxattr(&file, "user.test", b"v1", 0).unwrap();
+    assert_eq!(getxattr(&file, "user.test", 256).unwrap(), b"v1");
+    let backing = m.backing("fast", &format!("{JOHN}/1."));
+    assert_eq!(getxattr(&backing, "user.test", 256).unwrap(), b"v1");
 }
 
 #[test]
@@ -112,8 +67,11 @@ fn with_xattrs_off_the_kernel_stops_asking_and_the_cli_still_works() {
     write_blocks(&file, 1);
     // the first refusal (ENOSYS) makes the kernel answer every later call
     // itself with EOPNOTSUPP
-    assert_eq!(set_user_xattr(&file, b"v1"), libc::EOPNOTSUPP);
-    assert_eq!(get_user_xattr(&file), Err(libc::EOPNOTSUPP));
+    assert_eq!(
+        errno(setxattr(&file, "user.test", b"v1", 0)),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(errno(getxattr(&file, "user.test", 256)), libc::EOPNOTSUPP);
     let before = getxattr_requests(&m);
     write_blocks(&file, 20);
     assert_eq!(
