@@ -667,3 +667,46 @@ fn shared_mmap_write_through() {
     );
     unsafe { libc::munmap(p, 4096) };
 }
+
+/// Small files are read through the page cache kept across opens, not
+/// passthrough: Dovecot's `posix_fadvise(WILLNEED)` on every message it
+/// opens then costs no READ once the file is warm (on a passthrough open
+/// the kernel would read it through the daemon again each time). Files
+/// above 128 KiB stay passthrough: their plain reads reach no daemon.
+#[test]
+fn small_files_read_from_the_kept_page_cache_large_ones_by_passthrough() {
+    let m = routed();
+    fs::create_dir_all(m.path("mail/box")).unwrap();
+    let reads = |m: &common::Mount| -> u64 {
+        let (ok, out, err) = m.cli(&["usage", "--requests", "--json"]);
+        assert!(ok, "{err}");
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        doc["requests"]["read"].as_u64().unwrap_or(0)
+    };
+    let open_advise_read = |path: &std::path::Path, advise: bool| {
+        let f = File::open(path).unwrap();
+        if advise {
+            let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+            assert_eq!(r, 0);
+        }
+        let mut data = Vec::new();
+        (&f).read_to_end(&mut data).unwrap();
+        data.len()
+    };
+    let small = m.path("mail/box/small.");
+    fs::write(&small, vec![b's'; 8 * 1024]).unwrap();
+    open_advise_read(&small, true); // warms the page cache
+    let before = reads(&m);
+    for _ in 0..5 {
+        assert_eq!(open_advise_read(&small, true), 8 * 1024);
+    }
+    assert_eq!(reads(&m), before, "a warm small file costs no READ");
+
+    let large = m.path("mail/box/large.");
+    fs::write(&large, vec![b'l'; 256 * 1024]).unwrap();
+    let before = reads(&m);
+    for _ in 0..5 {
+        assert_eq!(open_advise_read(&large, false), 256 * 1024);
+    }
+    assert_eq!(reads(&m), before, "passthrough reads reach no daemon");
+}
