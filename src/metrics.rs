@@ -54,11 +54,10 @@ ops! {
     Rmdir => "rmdir", Symlink => "symlink", Rename => "rename", Link => "link",
     Open => "open", Read => "read", Write => "write", Flush => "flush",
     Release => "release", Fsync => "fsync", Opendir => "opendir", Readdir => "readdir",
-    Releasedir => "releasedir", Fsyncdir => "fsyncdir", Statfs => "statfs",
+    Fsyncdir => "fsyncdir", Statfs => "statfs",
     Setxattr => "setxattr", Getxattr => "getxattr", Listxattr => "listxattr",
     Removexattr => "removexattr", Access => "access", Create => "create",
     Fallocate => "fallocate", Lseek => "lseek", CopyFileRange => "copy_file_range",
-    Truncate => "truncate", Other => "other",
 }
 
 const N_OPS: usize = Op::ALL.len();
