@@ -18,22 +18,41 @@ if [ -n "$need" ]; then
 fi
 modprobe fuse 2>/dev/null || true
 
+# Every daemon a test starts serves over the transport SPOOLFS_IO_URING
+# names: the suites run once over FUSE over io_uring (where the kernel has
+# it: the module parameter is off by default) and once over /dev/fuse.
+transports=off
+uring=/sys/module/fuse/parameters/enable_uring
+if [ -w "$uring" ] && echo Y > "$uring" 2>/dev/null; then
+  transports="on off"
+else
+  echo "this kernel has no FUSE over io_uring: testing the /dev/fuse transport only"
+fi
+
 cargo build --release --all-targets
-# Integration tests mount real filesystems; a few at a time keeps the
-# 2-core machine responsive.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --release -- --test-threads=4 2>&1 | tee "$log"
-# (a pipe hides cargo's status: a failed or uncompiled suite ends in "error:")
-[ "$(tail -n 1 "$log" | grep -c 'error')" -eq 0 ] || exit 1
-passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
-failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")
+passed=0
+failed=0
+for transport in $transports; do
+  echo "== cargo test, SPOOLFS_IO_URING=$transport"
+  # Integration tests mount real filesystems; a few at a time keeps the
+  # 2-core machine responsive.
+  SPOOLFS_IO_URING=$transport cargo test --release -- --test-threads=4 2>&1 | tee "$log"
+  # (a pipe hides cargo's status: a failed or uncompiled suite ends in "error:")
+  [ "$(tail -n 1 "$log" | grep -c 'error')" -eq 0 ] || exit 1
+  passed=$((passed + $(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")))
+  failed=$((failed + $(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")))
+done
 
 if [ "${1:-}" != "--quick" ]; then
-  for layout in uuid legacy; do
-    python3 tests/cyrus/cyrus_e2e.py --layout "$layout" --spool-backend spoolfs \
-      --spoolfs-bin "$PWD/target/release/spoolfs"
-    passed=$((passed + 1))
+  for transport in $transports; do
+    for layout in uuid legacy; do
+      echo "== Cyrus end to end, $layout layout, SPOOLFS_IO_URING=$transport"
+      SPOOLFS_IO_URING=$transport python3 tests/cyrus/cyrus_e2e.py --layout "$layout" \
+        --spool-backend spoolfs --spoolfs-bin "$PWD/target/release/spoolfs"
+      passed=$((passed + 1))
+    done
   done
   # Dovecot 2.3 (LMTP + IMAP, virtual users) on a pattern layout, both of
   # its common storage formats; installs dovecot-* itself if missing

@@ -58,11 +58,19 @@ impl ScopeArg {
     }
 }
 
+/// What `spoolfs usage --requests` shows: requests served by operation,
+/// and how many of all of them came over FUSE over io_uring.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RequestCounts {
+    pub requests: std::collections::BTreeMap<String, u64>,
+    pub over_io_uring: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     Report(Report),
-    Requests(std::collections::BTreeMap<String, u64>),
+    Requests(RequestCounts),
     Limit {
         limit: Limit,
         used: u64,
@@ -132,7 +140,10 @@ fn execute(ledger: &Ledger, layout: &LayoutConfig, req: Request, uid: u32) -> An
     let checked = |scope: &ScopeArg| names::check(layout, scope).map(|()| scope.scope());
     match req {
         Request::Usage => Answer::Report(ledger.report()),
-        Request::Requests => Answer::Requests(crate::metrics::global().request_counts()),
+        Request::Requests => Answer::Requests(RequestCounts {
+            requests: crate::metrics::global().request_counts(),
+            over_io_uring: crate::metrics::global().over_io_uring(),
+        }),
         Request::QuotaGet { scope } => match checked(&scope) {
             Ok(s) => Answer::Limit {
                 limit: ledger.effective_limit(&s),

@@ -71,16 +71,17 @@ fn requests(path: &Path, json: bool) -> Result<(), String> {
         other => return Err(format!("unexpected answer {other:?}")),
     };
     if json {
-        let doc = serde_json::json!({ "requests": counts });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        println!("{}", serde_json::to_string_pretty(&counts).expect("json"));
         return Ok(());
     }
-    let mut rows: Vec<_> = counts.into_iter().collect();
+    let total: u64 = counts.requests.values().sum();
+    let mut rows: Vec<_> = counts.requests.into_iter().collect();
     rows.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
     println!("{:<16} {:>12}", "OPERATION", "REQUESTS");
     for (op, n) in rows {
         println!("{op:<16} {n:>12}");
     }
+    println!("{total} requests, {} over io_uring", counts.over_io_uring);
     Ok(())
 }
 

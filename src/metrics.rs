@@ -122,6 +122,8 @@ pub struct Metrics {
     scan_files: AtomicU64,
     scan_seconds: AtomicU64,
     scanned: std::sync::atomic::AtomicBool,
+    /// Of the requests counted in `ops`, those that came over the ring.
+    over_io_uring: AtomicU64,
 }
 
 static GLOBAL: Metrics = Metrics::new();
@@ -160,6 +162,7 @@ impl Metrics {
             scan_files: AtomicU64::new(0),
             scan_seconds: AtomicU64::new(0),
             scanned: std::sync::atomic::AtomicBool::new(false),
+            over_io_uring: AtomicU64::new(0),
         }
     }
 
@@ -181,6 +184,15 @@ impl Metrics {
             .filter(|&(_, n)| n > 0)
             .map(|(op, n)| (op.name().to_string(), n))
             .collect()
+    }
+
+    /// One more request came over FUSE over io_uring.
+    pub fn served_over_io_uring(&self) {
+        self.over_io_uring.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn over_io_uring(&self) -> u64 {
+        self.over_io_uring.load(Ordering::Relaxed)
     }
 
     /// Counts an `EDQUOT` refusal of `op` charged to `tenant`.
@@ -292,6 +304,7 @@ pub struct Snapshot {
     requests: Vec<RequestSample>,
     refusals: Vec<(String, Op, u64)>,
     scan: Option<(f64, u64)>,
+    over_io_uring: u64,
 }
 
 impl Snapshot {
@@ -308,6 +321,7 @@ impl Snapshot {
             requests: metrics.requests(),
             refusals: metrics.refusal_samples(),
             scan: metrics.scan(),
+            over_io_uring: metrics.over_io_uring(),
         }
     }
 
@@ -405,6 +419,14 @@ impl Collector for Snapshot {
                 .encode_family(&[("tenant", tenant.as_str()), ("op", op.name())])?
                 .encode_counter::<NoLabelSet, _, u64>(count, None)?;
         }
+
+        enc.encode_descriptor(
+            "spoolfs_io_uring_requests",
+            "Requests that came over FUSE over io_uring (the others over /dev/fuse)",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.over_io_uring, None)?;
 
         let mut family = enc.encode_descriptor(
             "spoolfs_requests",

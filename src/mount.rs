@@ -10,6 +10,7 @@
 mod created;
 mod mountpoint;
 pub mod options;
+mod transport;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,7 +24,8 @@ use log::info;
 
 use crate::config::Config;
 use crate::fs::SpoolFs;
-use crate::fuse::FuseAdapter;
+use crate::fuse::uring::{Offer, Rings};
+use crate::fuse::{FuseAdapter, Handler};
 use crate::invalidate::DirInvalidator;
 use crate::lock::{DirLock, LockError, lock_dir, lock_tree};
 use crate::quota::Ledger;
@@ -46,10 +48,12 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     mountpoint::check_usable(&args.mountpoint)?;
     let mut created = Created::default();
     let mut config = load(&args, &mut created)?;
+    transport::apply_environment(&mut config)?;
     apply_options(&mut config, &options);
     config
         .check_filesystem(Some(&args.mountpoint))
         .map_err(|e| e.to_string())?;
+    let offer = transport::offer(&config)?;
     let _locks = take_locks(&config, &mut created)?;
     mountpoint::check_not_mounted(&args.mountpoint, options.overmount)?;
     // Objects are created with exactly the mode the caller asked for.
@@ -64,8 +68,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let allow_other = fs.config.mount.allow_other;
     let dev = kernel_mount(&args.mountpoint, allow_other, options.flags)
         .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()))?;
-    let started = serve(&fs, dev, allow_other);
-    let (session, socket) = match started {
+    let started = serve(&fs, dev, allow_other, &offer);
+    let (session, socket, rings) = match started {
         Ok(started) => started,
         Err(e) => {
             let _ = unmount(&args.mountpoint);
@@ -97,6 +101,9 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         control::registry::unregister(&entry, &socket);
     }
     let _ = std::fs::remove_file(socket);
+    if let Some(rings) = rings {
+        rings.wait(std::time::Duration::from_secs(2));
+    }
     info!("unmounted {}", args.mountpoint.display());
     result
 }
@@ -129,12 +136,16 @@ fn register_socket(mountpoint: &Path, socket: &Path) -> Option<PathBuf> {
     }
 }
 
-/// After the kernel mount: the control socket, then the FUSE session.
+type Served = (fuser::Session<FuseAdapter>, PathBuf, Option<Rings>);
+
+/// After the kernel mount: the control socket, the FUSE session (INIT),
+/// then the ring queues if they are to be used.
 fn serve(
     fs: &Arc<SpoolFs>,
     dev: OwnedFd,
     allow_other: bool,
-) -> Result<(fuser::Session<FuseAdapter>, PathBuf), String> {
+    offer: &Arc<Offer>,
+) -> Result<Served, String> {
     let socket = control::serve(fs.clone()).map_err(|e| format!("control socket: {e}"))?;
     let acl = if allow_other {
         SessionACL::All
@@ -143,21 +154,29 @@ fn serve(
     };
     let notifier = Arc::new(OnceLock::new());
     let invalidator = DirInvalidator::start(notifier.clone());
-    let session = fuser::Session::from_fd(
-        FuseAdapter::new(fs.clone(), invalidator),
-        dev,
-        acl,
-        session_config(&fs.config),
-    );
-    let session = match session {
-        Ok(session) => session,
+    let handler = Arc::new(Handler::new(fs.clone(), invalidator));
+    let ring_dev = dev.try_clone().map_err(|e| format!("dup /dev/fuse: {e}"));
+    let session = ring_dev.and_then(|ring_dev| {
+        let adapter = FuseAdapter::new(handler.clone(), offer.clone());
+        let session = fuser::Session::from_fd(adapter, dev, acl, session_config(&fs.config))
+            .map_err(|e| format!("FUSE handshake: {e}"))?;
+        Ok((session, ring_dev))
+    });
+    // The rings start before fuser's loop runs, so that no request is
+    // served over /dev/fuse once the ring is ready.
+    let started = session.and_then(|(session, ring_dev)| {
+        let rings = transport::start(&fs.config, offer, handler, ring_dev)?;
+        Ok((session, rings))
+    });
+    let (session, rings) = match started {
+        Ok(started) => started,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
-            return Err(format!("FUSE handshake: {e}"));
+            return Err(e);
         }
     };
     let _ = notifier.set(session.notifier());
-    Ok((session, socket))
+    Ok((session, socket, rings))
 }
 
 fn load(args: &MountArgs, created: &mut Created) -> Result<Config, String> {
@@ -231,6 +250,9 @@ fn apply_options(config: &mut Config, options: &MountOptions) {
     }
     if let Some(xattrs) = options.xattrs {
         config.mount.xattrs = xattrs;
+    }
+    if let Some(mode) = options.io_uring {
+        config.mount.io_uring = mode;
     }
 }
 

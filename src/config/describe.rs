@@ -103,12 +103,13 @@ pub(super) fn describe_quota(quota: &QuotaConfig) -> String {
 pub(super) fn describe_mount(mount: &MountConfig) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     format!(
-        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, xattrs {}, held descriptors {}",
+        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, xattrs {}, io_uring {}, held descriptors {}",
         mount.threads,
         yes_no(mount.allow_other),
         mount.ttl_secs,
         yes_no(mount.passthrough),
         yes_no(mount.xattrs),
+        mount.io_uring.name(),
         mount
             .held_descriptors
             .map_or("half the fd limit".to_string(), |n| n.to_string())

@@ -79,6 +79,39 @@ pub struct MountConfig {
     /// How many `O_PATH` descriptors file nodes may hold; beyond that they
     /// keep file handles (see `fs/anchor.rs`). `None`: half the fd limit.
     pub held_descriptors: Option<u64>,
+    /// Which transport carries requests (see `fuse/uring/`).
+    pub io_uring: IoUringMode,
+}
+
+/// `[mount] io_uring`: FUSE over io_uring, or the classic `/dev/fuse`
+/// reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoUringMode {
+    /// io_uring when the kernel offers it, else `/dev/fuse`.
+    Auto,
+    /// io_uring or no mount.
+    On,
+    /// `/dev/fuse` only.
+    Off,
+}
+
+impl IoUringMode {
+    pub fn parse(s: &str) -> Option<IoUringMode> {
+        match s {
+            "auto" => Some(IoUringMode::Auto),
+            "on" => Some(IoUringMode::On),
+            "off" => Some(IoUringMode::Off),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IoUringMode::Auto => "auto",
+            IoUringMode::On => "on",
+            IoUringMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -194,6 +227,7 @@ impl Default for MountConfig {
             passthrough: true,
             xattrs: true,
             held_descriptors: None,
+            io_uring: IoUringMode::Auto,
         }
     }
 }

@@ -153,6 +153,7 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         "passthrough",
         "xattrs",
         "held_descriptors",
+        "io_uring",
     ])?;
     let defaults = MountConfig::default();
     Ok(MountConfig {
@@ -170,6 +171,9 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
             .unwrap_or(defaults.passthrough),
         xattrs: section.value("xattrs", boolean)?.unwrap_or(defaults.xattrs),
         held_descriptors: section.value("held_descriptors", integer_in(0, i64::MAX))?,
+        io_uring: section
+            .value("io_uring", io_uring_mode)?
+            .unwrap_or(defaults.io_uring),
     })
 }
 

@@ -24,6 +24,7 @@ ttl_secs = 30
 passthrough = false
 xattrs = false
 held_descriptors = 5000
+io_uring = "off"
 
 [layout]
 kind = "cyrus"
@@ -112,6 +113,7 @@ fn full_example_parses_to_the_expected_config() {
             passthrough: false,
             xattrs: false,
             held_descriptors: Some(5000),
+            io_uring: IoUringMode::Off,
         },
         layout: LayoutConfig::Cyrus {
             partition_depth: 2,

@@ -32,6 +32,12 @@ pub(super) fn non_empty_string(value: &DeValue) -> Result<String, String> {
     }
 }
 
+pub(super) fn io_uring_mode(value: &DeValue) -> Result<IoUringMode, String> {
+    let s = string(value).map_err(|_| expected("\"auto\", \"on\" or \"off\"", value))?;
+    IoUringMode::parse(&s)
+        .ok_or_else(|| format!("expected \"auto\", \"on\" or \"off\", found \"{s}\""))
+}
+
 pub(super) fn boolean(value: &DeValue) -> Result<bool, String> {
     match value {
         DeValue::Boolean(b) => Ok(*b),

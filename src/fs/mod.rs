@@ -55,7 +55,7 @@ pub use anchor::set_budget as set_descriptor_budget;
 pub use dir::DirEntryOut;
 pub use file::Opened;
 use inode::{Body, DirNode, InodeTable, Key, Loc, Node, ROOT_INO};
-pub use listing::offset_after;
+pub use listing::{Page as ListingPage, offset_after};
 pub use setattr::SetAttr;
 pub use statfs::StatFs;
 pub use types::{Attr, FileKind, PassthroughId, SetTime};

@@ -7,6 +7,8 @@
 
 use libc::c_ulong;
 
+use crate::config::IoUringMode;
+
 /// What `-o` asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountOptions {
@@ -18,6 +20,8 @@ pub struct MountOptions {
     pub passthrough: Option<bool>,
     /// `xattrs` / `noxattrs`; `None` keeps the configured value.
     pub xattrs: Option<bool>,
+    /// `io_uring=auto|on|off`; `None` keeps the configured value.
+    pub io_uring: Option<IoUringMode>,
     /// Mount even if the mount point already is one.
     pub overmount: bool,
 }
@@ -62,6 +66,7 @@ Mount options, comma-separated, as in fstab. Accepted:
     noexec, exec, noatime, atime, nodiratime, diratime, relatime, norelatime,
     strictatime, nostrictatime, sync, async, dirsync;
   spoolfs: allow_other, noallow_other, passthrough, nopassthrough, xattrs, noxattrs,
+    io_uring=auto|on|off (the transport, as [mount] io_uring),
     default_permissions (always on), overmount (mount even if the mount point
     already is a mount point);
   fstab only (ignored): defaults, auto, noauto, nofail, _netdev, user, user=...,
@@ -74,6 +79,7 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
         allow_other: None,
         passthrough: None,
         xattrs: None,
+        io_uring: None,
         overmount: false,
     };
     for opt in options.unwrap_or("").split(',').map(str::trim) {
@@ -96,6 +102,15 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
             "xattrs" => parsed.xattrs = Some(true),
             "noxattrs" => parsed.xattrs = Some(false),
             "overmount" => parsed.overmount = true,
+            _ if opt.starts_with("io_uring=") => {
+                let value = &opt["io_uring=".len()..];
+                let mode = IoUringMode::parse(value).ok_or_else(|| {
+                    format!(
+                        "mount option {opt}: expected io_uring=auto, io_uring=on or io_uring=off"
+                    )
+                })?;
+                parsed.io_uring = Some(mode);
+            }
             "default_permissions" | "" => {}
             _ if FSTAB_ONLY.contains(&opt) => {}
             _ if ["x-", "comment=", "user=", "helper=", "uhelper="]
@@ -156,6 +171,14 @@ mod tests {
         assert_eq!(o.xattrs, Some(false));
         assert!(o.overmount);
         assert_eq!(o.flags, libc::MS_NODEV);
+        assert_eq!(o.io_uring, None);
+        let o = parse(Some("io_uring=off")).unwrap();
+        assert_eq!(o.io_uring, Some(IoUringMode::Off));
+        let e = parse(Some("io_uring=yes")).unwrap_err();
+        assert!(
+            e.contains("io_uring=yes") && e.contains("io_uring=auto"),
+            "{e}"
+        );
         assert_eq!(
             parse(Some("noallow_other")).unwrap().allow_other,
             Some(false)

@@ -32,6 +32,8 @@ pub struct Mount {
 pub struct Spec {
     pub parts: Vec<(String, Option<PathBuf>)>,
     pub extra: String,
+    /// Extra `spoolfs mount` arguments.
+    pub args: Vec<String>,
 }
 
 impl Spec {
@@ -39,6 +41,7 @@ impl Spec {
         Spec {
             parts: names.iter().map(|n| (n.to_string(), None)).collect(),
             extra: String::new(),
+            args: Vec::new(),
         }
     }
 
@@ -50,12 +53,18 @@ impl Spec {
                 .map(|(n, p)| (n.to_string(), Some(p.to_path_buf())))
                 .collect(),
             extra: String::new(),
+            args: Vec::new(),
         }
     }
 
     pub fn extra(mut self, toml: &str) -> Spec {
         self.extra.push_str(toml);
         self.extra.push('\n');
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Spec {
+        self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -102,7 +111,7 @@ impl Mount {
             config,
             state,
             log,
-            args: Vec::new(),
+            args: spec.args.clone(),
             child: None,
         };
         m.spawn();
@@ -387,11 +396,7 @@ impl Spec {
     /// and the like) placed before the `[partitions]` table they cannot
     /// follow.
     pub fn mount_with_top(self, top: &str) -> Mount {
-        let m = Mount::start(Spec {
-            parts: self.parts,
-            extra: self.extra,
-        });
-        let mut m = m;
+        let mut m = Mount::start(self);
         m.stop();
         let old = fs::read_to_string(&m.config).unwrap();
         fs::write(&m.config, format!("{top}\n{old}")).unwrap();

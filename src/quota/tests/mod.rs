@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ControlConfig, LayoutConfig, Limit, MountConfig, QuotaConfig};
+use crate::config::{
+    Config, ControlConfig, IoUringMode, LayoutConfig, Limit, MountConfig, QuotaConfig,
+};
 use crate::layout::FolderRef;
 use crate::quota::{ChargeKind, FolderId, Ledger, Scope};
 
@@ -27,6 +29,7 @@ fn config(state_dir: &Path) -> Config {
             passthrough: false,
             xattrs: true,
             held_descriptors: None,
+            io_uring: IoUringMode::Off,
         },
         layout: LayoutConfig::None,
         quota: QuotaConfig {
