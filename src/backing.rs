@@ -228,6 +228,22 @@ pub fn chmod_fd(fd: BorrowedFd, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
 }
 
+/// Clears set-user-ID, and set-group-ID where group execution makes it
+/// mean that (not mandatory locking), as a write by an unprivileged user
+/// does. The daemon writes as root, which keeps them, so it clears them
+/// itself when the kernel says the writer could not have.
+pub fn kill_suidgid(fd: BorrowedFd) -> io::Result<()> {
+    let mode = stat_fd(fd)?.st_mode & 0o7777;
+    let mut kept = mode & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        kept &= !libc::S_ISGID;
+    }
+    if kept == mode {
+        return Ok(());
+    }
+    chmod_fd(fd, kept)
+}
+
 pub fn truncate_fd(fd: BorrowedFd, size: u64) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
     cvt(unsafe { libc::truncate(p.as_ptr(), size as libc::off_t) }).map(drop)

@@ -258,6 +258,18 @@ fn permissions_as_unprivileged_users() {
         fs::metadata(m.backing("fast", "pub/suid")).unwrap().mode() & 0o7777,
         0o777
     );
+    // So does a truncate alone; set-group-ID without group execute is
+    // mandatory locking's mark, not a privilege, and stays.
+    fs::set_permissions(p("pub/suid"), fs::Permissions::from_mode(0o6766)).unwrap();
+    let su = p("pub/suid");
+    as_user_ok(5000, 5000, &[], move || {
+        let f = ctx("open", fs::OpenOptions::new().write(true).open(&su))?;
+        ctx("ftruncate", f.set_len(2))
+    });
+    assert_eq!(
+        fs::metadata(m.backing("fast", "pub/suid")).unwrap().mode() & 0o7777,
+        0o2766
+    );
 }
 
 #[test]

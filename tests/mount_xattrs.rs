@@ -47,13 +47,17 @@ fn registry_entry(m: &Mount) -> PathBuf {
 }
 
 #[test]
-fn with_xattrs_on_they_reach_the_backing_file_and_writes_ask_each_time() {
+fn with_xattrs_on_they_reach_the_backing_file_and_writes_ask_once_per_file() {
     let m = spool(true);
     let file = m.path(&format!("{JOHN}/1."));
     let before = getxattr_requests(&m);
-    write_blocks(&file, 5);
-    // the kernel's file_remove_privs: one GETXATTR per buffered write
-    assert!(getxattr_requests(&m) - before >= 5);
+    write_blocks(&file, 20);
+    // the kernel's file_remove_privs asks for `security.capability` at the
+    // first write; with FUSE_HANDLE_KILLPRIV_V2 it then marks the inode
+    // and skips the question until its attributes are fetched again
+    // (without it: one GETXATTR per buffered write, 20 here)
+    let asked = getxattr_requests(&m) - before;
+    assert!((1..=2).contains(&asked), "{asked} GETXATTR for 20 writes");
     setxattr(&file, "user.test", b"v1", 0).unwrap();
     assert_eq!(getxattr(&file, "user.test", 256).unwrap(), b"v1");
     let backing = m.backing("fast", &format!("{JOHN}/1."));

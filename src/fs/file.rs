@@ -259,6 +259,13 @@ impl SpoolFs {
         Ok(n as u32)
     }
 
+    /// Before a write by a caller without `CAP_FSETID`
+    /// (`FUSE_WRITE_KILL_SUIDGID`, see `handler.rs`).
+    pub fn kill_suidgid(&self, fh: u64) -> FsResult<()> {
+        let h = self.handles.file(fh)?;
+        Ok(backing::kill_suidgid(h.fd.as_fd())?)
+    }
+
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handles.file(fh)?;
         backing::sync_fd(h.fd(), datasync)

@@ -19,6 +19,9 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
     pub fh: Option<u64>,
+    /// Clear set-user-ID and set-group-ID (`FATTR_KILL_SUIDGID`): a
+    /// truncate or chown by a caller without `CAP_FSETID`.
+    pub kill_suidgid: bool,
 }
 
 impl SpoolFs {
@@ -42,6 +45,8 @@ impl SpoolFs {
             matches!(node.body, Body::Other(_)) && is_symlink(&node),
         ) {
             apply(&|fd| backing::chmod_fd(fd, mode & 0o7777))?;
+        } else if a.kill_suidgid && matches!(node.body, Body::File(_)) {
+            apply(&backing::kill_suidgid)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));

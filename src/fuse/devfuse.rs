@@ -79,7 +79,12 @@ impl Filesystem for FuseAdapter {
         // backing objects (see `fs/inode.rs`), so a listing gives the right
         // `d_ino` without looking up (and, cold, reading from disk) every
         // entry's inode.
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        // FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-ID bits on write
+        // and truncate (the kernel says when), and the kernel stops asking
+        // GETXATTR `security.capability` before every write.
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         for flag in wanted.iter() {
             let _ = config.add_capabilities(flag);
         }
@@ -118,7 +123,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -142,6 +147,10 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
             fh: fh.map(|f| f.0),
+            // fuser does not pass FATTR_KILL_SUIDGID on; the kernel sets it
+            // for a truncate by a caller without CAP_FSETID (and for
+            // chown, which clears the bits on the backing file anyway).
+            kill_suidgid: size.is_some() && req.uid() != 0,
         };
         self.attr(reply, self.handler.setattr(ino.0, change));
     }
@@ -266,12 +275,13 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.handler.write(fh.0, offset, data) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.handler.write(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(Errno::from_i32(e)),
         }

@@ -215,8 +215,15 @@ impl Handler {
         self.answer(Op::Read, self.fs.read(fh, offset, size))
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Answer<u32> {
+    /// `kill_suidgid`: the kernel's `FUSE_WRITE_KILL_SUIDGID`. Under
+    /// `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves clearing set-ID bits to
+    /// the daemon, and in return stops asking `security.capability`
+    /// before every write (it asks once, until the attributes change).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill_suidgid: bool) -> Answer<u32> {
         let _timer = metrics::global().request(Op::Write);
+        if kill_suidgid {
+            self.answer(Op::Write, self.fs.kill_suidgid(fh))?;
+        }
         self.answer(Op::Write, self.fs.write(fh, offset, data))
     }
 

@@ -128,13 +128,8 @@ impl Core {
 
     pub fn truncate(&self, rel: &str, size: u64) -> FsResult<Attr> {
         let change = SetAttr {
-            mode: None,
-            uid: None,
-            gid: None,
             size: Some(size),
-            atime: None,
-            mtime: None,
-            fh: None,
+            ..SetAttr::default()
         };
         self.fs.setattr(self.ino(rel)?, change)
     }

@@ -63,7 +63,11 @@ pub mod fattr {
     pub const FH: u32 = 1 << 6;
     pub const ATIME_NOW: u32 = 1 << 7;
     pub const MTIME_NOW: u32 = 1 << 8;
+    pub const KILL_SUIDGID: u32 = 1 << 11;
 }
+
+/// `fuse_write_in.write_flags`: clear set-ID bits (`HANDLE_KILLPRIV_V2`).
+pub const FUSE_WRITE_KILL_SUIDGID: u32 = 1 << 2;
 
 /// `FUSE_IO_URING_CMD_*`, the `cmd_op` of a ring SQE.
 pub const CMD_REGISTER: u32 = 1;

@@ -215,6 +215,7 @@ fn setattr(h: &Handler, req: &Request) -> Reply {
         atime: time(ATIME, ATIME_NOW, a.atime, a.atimensec),
         mtime: time(MTIME, MTIME_NOW, a.mtime, a.mtimensec),
         fh: given(FH).then_some(a.fh),
+        kill_suidgid: given(KILL_SUIDGID),
     };
     attr_out(h, h.setattr(req.header.nodeid, change))
 }
@@ -300,7 +301,8 @@ fn read(h: &Handler, req: &Request) -> Reply {
 fn write(h: &Handler, req: &Request) -> Reply {
     let a: abi::WriteIn = arg(req.op_in)?;
     let data = req.payload.get(..a.size as usize).ok_or(libc::EIO)?;
-    let written = h.write(a.fh, a.offset, data)?;
+    let kill = a.write_flags & abi::FUSE_WRITE_KILL_SUIDGID != 0;
+    let written = h.write(a.fh, a.offset, data, kill)?;
     wire(abi::WriteOut {
         size: written,
         padding: 0,
