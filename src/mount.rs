@@ -44,6 +44,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask and
     // only the signal thread below ever sees SIGTERM/SIGINT.
     block_stop_signals();
+    bound_allocator_arenas();
     let options = options::parse(args.options.as_deref())?;
     mountpoint::check_usable(&args.mountpoint)?;
     let mut created = Created::default();
@@ -158,7 +159,8 @@ fn serve(
     let ring_dev = dev.try_clone().map_err(|e| format!("dup /dev/fuse: {e}"));
     let session = ring_dev.and_then(|ring_dev| {
         let adapter = FuseAdapter::new(handler.clone(), offer.clone());
-        let session = fuser::Session::from_fd(adapter, dev, acl, session_config(&fs.config))
+        let config = session_config(&fs.config, offer.wanted());
+        let session = fuser::Session::from_fd(adapter, dev, acl, config)
             .map_err(|e| format!("FUSE handshake: {e}"))?;
         Ok((session, ring_dev))
     });
@@ -240,6 +242,18 @@ fn process_name(pid: u32) -> String {
         .unwrap_or_else(|_| "another process".to_string())
 }
 
+/// glibc gives each thread that allocates under contention an arena of
+/// its own, up to eight per CPU, and keeps what each has touched: with
+/// request threads on two transports, which thread first serves what is
+/// up to the scheduler, and resident memory stepped up by megabytes at
+/// random long after start. One arena per CPU bounds it; the daemon's
+/// allocations are small and short, so the shared arenas cost little.
+fn bound_allocator_arenas() {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // SAFETY: mallopt only sets a tunable; called before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, cpus.max(2) as libc::c_int) };
+}
+
 /// What `-o` says about spoolfs itself; the kernel flags go to mount(2).
 fn apply_options(config: &mut Config, options: &MountOptions) {
     if let Some(allow_other) = options.allow_other {
@@ -256,9 +270,12 @@ fn apply_options(config: &mut Config, options: &MountOptions) {
     }
 }
 
-fn session_config(config: &Config) -> fuser::Config {
+/// fuser's `/dev/fuse` loop: `[mount] threads` threads, or one when the
+/// ring will carry the requests and `/dev/fuse` only FORGET and INTERRUPT
+/// (idle threads would still each keep an allocator arena).
+fn session_config(config: &Config, ring: bool) -> fuser::Config {
     let mut c = fuser::Config::default();
-    c.n_threads = Some(config.mount.threads.max(1));
+    c.n_threads = Some(if ring { 1 } else { config.mount.threads.max(1) });
     c.clone_fd = true;
     c
 }

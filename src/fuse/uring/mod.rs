@@ -114,17 +114,18 @@ impl Rings {
     }
 }
 
-/// Registers `per_online_cpu` entries (threads) on the queue of every
-/// online CPU and one on the others (the kernel needs every possible
-/// CPU's queue before it uses the ring), each thread pinned to its CPU.
-/// Returns once every entry is registered, or with the kernel's refusal.
-pub fn start(handler: Arc<Handler>, dev: OwnedFd, per_online_cpu: usize) -> Result<Rings, String> {
+/// Spreads `threads` serving threads (one entry each) over the queues of
+/// the online CPUs, at least one per queue, and gives every other possible
+/// CPU's queue one (the kernel needs them all before it uses the ring);
+/// each thread is pinned to its CPU. Returns once every entry is
+/// registered, or with the kernel's refusal.
+pub fn start(handler: Arc<Handler>, dev: OwnedFd, threads: usize) -> Result<Rings, String> {
     let dev = DevFuse::new(dev);
     let possible = cpu_count("/sys/devices/system/cpu/possible")?;
     let online = cpu_list("/sys/devices/system/cpu/online").unwrap_or_default();
-    let per_queue = per_online_cpu.max(1);
+    let per_queue = threads.div_ceil(online.len().max(1)).max(1);
     let (tx, rx) = mpsc::channel();
-    let mut threads = Vec::new();
+    let mut spawned_threads = Vec::new();
     for qid in 0..possible {
         let count = if online.contains(&qid) { per_queue } else { 1 };
         for i in 0..count {
@@ -136,11 +137,11 @@ pub fn start(handler: Arc<Handler>, dev: OwnedFd, per_online_cpu: usize) -> Resu
                     queue::run(qid as u16, MAX_PAYLOAD, handler, dev, tx);
                 })
                 .map_err(|e| format!("cannot start a ring thread: {e}"))?;
-            threads.push(spawned);
+            spawned_threads.push(spawned);
         }
     }
     drop(tx);
-    for _ in 0..threads.len() {
+    for _ in 0..spawned_threads.len() {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("the kernel refused a ring entry: {e}")),
@@ -148,7 +149,7 @@ pub fn start(handler: Arc<Handler>, dev: OwnedFd, per_online_cpu: usize) -> Resu
         }
     }
     Ok(Rings {
-        threads,
+        threads: spawned_threads,
         queues: possible,
         per_queue,
     })
