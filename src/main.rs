@@ -29,7 +29,14 @@ fn main() -> ExitCode {
             json,
             requests: true,
             path,
+            ..
         } => requests(&path, json),
+        Command::Usage {
+            json,
+            cluster: true,
+            path,
+            ..
+        } => cluster_usage(&path, json),
         Command::Usage { json, path, .. } => usage(&path, json),
         Command::Quota { action } => quota(action),
     };
@@ -46,8 +53,10 @@ fn check(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     config.check_filesystem(None).map_err(|e| e.to_string())?;
     let metrics = spoolfs::config::MetricsConfig::of(&config).map_err(|e| e.to_string())?;
+    let cluster = spoolfs::config::ClusterConfig::of(&config).map_err(|e| e.to_string())?;
     print!("{}", config.describe());
     println!("{}", metrics.describe());
+    println!("{}", spoolfs::config::ClusterConfig::describe(&cluster));
     println!("{}: OK", path.display());
     Ok(())
 }
@@ -58,6 +67,18 @@ fn usage(path: &Path, json: bool) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&r).expect("json"))
         }
         Answer::Report(r) => print!("{}", r.to_table()),
+        Answer::Error(e) => return Err(e),
+        other => return Err(format!("unexpected answer {other:?}")),
+    }
+    Ok(())
+}
+
+fn cluster_usage(path: &Path, json: bool) -> Result<(), String> {
+    match control::ask(path, &Request::ClusterUsage)? {
+        Answer::Cluster(r) if json => {
+            println!("{}", serde_json::to_string_pretty(&r).expect("json"))
+        }
+        Answer::Cluster(r) => print!("{}", r.to_table()),
         Answer::Error(e) => return Err(e),
         other => return Err(format!("unexpected answer {other:?}")),
     }

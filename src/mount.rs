@@ -60,6 +60,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let ledger = Arc::new(Ledger::new(&config)?);
     let fs = Arc::new(SpoolFs::new(config, ledger)?);
     let scanned = scan::rebuild_usage(&fs, scan_threads());
+    // Registers the usage just rebuilt before any write is served.
+    crate::cluster::start_if_configured(&fs.config, &fs.ledger)?;
     crate::metrics::start(&fs, &scanned)?;
     let allow_other = fs.config.mount.allow_other;
     let dev = kernel_mount(&args.mountpoint, allow_other, options.flags)
