@@ -167,3 +167,150 @@ pub(super) fn key_prefix(value: &DeValue) -> Result<String, String> {
     }
     Ok(prefix.trim_end_matches('/').to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARTITIONS: &str = "[partitions]\nfast = \"/a\"\n";
+    const CLUSTER: &str = r#"[cluster]
+etcd_endpoints = ["http://10.0.0.5:2379", "https://10.0.0.6:2379"]
+host_id = "backend1"
+prefix = "/spoolfs/prod/"
+"#;
+
+    fn cluster(extra: &str) -> Result<Option<ClusterConfig>, ConfigError> {
+        let text = format!("{PARTITIONS}{CLUSTER}{extra}");
+        // The whole file is validated too, as `spoolfs check` does.
+        Config::parse(&text, Path::new("/etc/spoolfs.toml"))?;
+        ClusterConfig::parse(&text, Path::new("/etc/spoolfs.toml"))
+    }
+
+    /// Fails on `key` with a problem mentioning `words`, naming the file.
+    fn assert_refused(text: &str, key: &str, words: &str) {
+        let full = format!("{text}\n{PARTITIONS}");
+        let source = Path::new("/etc/spoolfs.toml");
+        for error in [
+            Config::parse(&full, source)
+                .map(drop)
+                .expect_err(&format!("refused: {text}")),
+            ClusterConfig::parse(&full, source)
+                .map(drop)
+                .expect_err(&format!("refused: {text}")),
+        ] {
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.problem.contains(words), "{words:?} not in: {error}");
+            assert_eq!(error.file, source);
+        }
+    }
+
+    #[test]
+    fn absent_means_single_host() {
+        let source = Path::new("/etc/spoolfs.toml");
+        assert_eq!(ClusterConfig::parse(PARTITIONS, source).unwrap(), None);
+        assert_eq!(
+            ClusterConfig::of(&Config::builtin(Path::new("/d"))).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let c = cluster("").unwrap().unwrap();
+        assert_eq!(c.etcd_endpoints.len(), 2);
+        assert_eq!(c.host_id, "backend1");
+        assert_eq!(c.prefix, "/spoolfs/prod", "trailing / dropped");
+        assert_eq!(c.grant, 64 * MIB);
+        assert_eq!(c.lease_ttl_secs, 30);
+        assert_eq!(c.wait, Duration::from_secs(2));
+        assert_eq!(c.idle_return_secs, 60);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c =
+            cluster("grant = \"8M\"\nlease_ttl_secs = 3\nwait_ms = 500\nidle_return_secs = 5\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(c.grant, 8 * MIB);
+        assert_eq!(c.lease_ttl_secs, 3);
+        assert_eq!(c.wait, Duration::from_millis(500));
+        assert_eq!(c.idle_return_secs, 5);
+        assert!(ClusterConfig::describe(&Some(c)).contains("host \"backend1\""));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_refused(
+            "[cluster]\nhost_id = \"a\"\nprefix = \"/p\"\n",
+            "cluster.etcd_endpoints",
+            "required",
+        );
+        let endpoints = |list: &str| {
+            format!("[cluster]\netcd_endpoints = {list}\nhost_id = \"a\"\nprefix = \"/p\"\n")
+        };
+        assert_refused(&endpoints("[]"), "cluster.etcd_endpoints", "at least one");
+        assert_refused(
+            &endpoints("\"http://a:1\""),
+            "cluster.etcd_endpoints",
+            "an array of etcd URLs",
+        );
+        assert_refused(
+            &endpoints("[\"10.0.0.5:2379\"]"),
+            "cluster.etcd_endpoints",
+            "item 1",
+        );
+        assert_refused(
+            &endpoints("[\"http://a\"]"),
+            "cluster.etcd_endpoints",
+            "not an etcd URL",
+        );
+        let base = "[cluster]\netcd_endpoints = [\"http://a:1\"]\n";
+        assert_refused(
+            &format!("{base}prefix = \"/p\"\n"),
+            "cluster.host_id",
+            "required",
+        );
+        assert_refused(
+            &format!("{base}host_id = \"a/b\"\nprefix = \"/p\"\n"),
+            "cluster.host_id",
+            "no '/'",
+        );
+        assert_refused(
+            &format!("{base}host_id = \"a\"\nprefix = \"p\"\n"),
+            "cluster.prefix",
+            "starting with '/'",
+        );
+        assert_refused(
+            &format!("{base}host_id = \"a\"\nprefix = \"/\"\n"),
+            "cluster.prefix",
+            "starting with '/'",
+        );
+        assert_refused(
+            &format!("{CLUSTER}grant = 0\n"),
+            "cluster.grant",
+            "more than 0",
+        );
+        assert_refused(
+            &format!("{CLUSTER}grant = \"none\"\n"),
+            "cluster.grant",
+            "not allowed",
+        );
+        assert_refused(
+            &format!("{CLUSTER}lease_ttl_secs = 1\n"),
+            "cluster.lease_ttl_secs",
+            "from 2",
+        );
+        assert_refused(
+            &format!("{CLUSTER}wait_ms = -1\n"),
+            "cluster.wait_ms",
+            "from 0",
+        );
+        assert_refused(
+            &format!("{CLUSTER}endpoints = 1\n"),
+            "cluster.endpoints",
+            "unknown key",
+        );
+        assert_refused("cluster = 1\n", "cluster", "expected a table");
+    }
+}
