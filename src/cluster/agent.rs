@@ -471,11 +471,11 @@ impl Agent {
                     }
                     wake.insert(tenant);
                 }
-                Some(Key::Claim { tenant, .. } | Key::Spare { tenant, .. }) => {
-                    // Someone gave back: a starved host here may now get it.
-                    if self.tenants.get(&tenant).is_some_and(|t| t.wanting) {
-                        wake.insert(tenant);
-                    }
+                // Someone gave back: a starved host here may now get it.
+                Some(Key::Claim { tenant, .. } | Key::Spare { tenant, .. })
+                    if self.tenants.get(&tenant).is_some_and(|t| t.wanting) =>
+                {
+                    wake.insert(tenant);
                 }
                 _ => {}
             }

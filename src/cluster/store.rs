@@ -153,11 +153,11 @@ impl Store {
                 match self.keys.parse(kv.key()) {
                     Some(Key::Limit { .. }) => snapshot.limit = keys::limit(kv.value()),
                     Some(Key::Claim { host, .. }) => hosts.entry(host).or_default().0 = n,
-                    Some(Key::Spare { host, .. }) => {
-                        // Only a spare on this host's live lease is still ours.
-                        if host != self.keys.host || kv.lease() == self.lease {
-                            hosts.entry(host).or_default().1 = n;
-                        }
+                    // Only a spare on this host's live lease is still ours.
+                    Some(Key::Spare { host, .. })
+                        if host != self.keys.host || kv.lease() == self.lease =>
+                    {
+                        hosts.entry(host).or_default().1 = n;
                     }
                     Some(Key::Used { host, .. }) => hosts.entry(host).or_default().2 = n,
                     _ => {}

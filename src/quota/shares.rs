@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::state::Account;
+use super::state::{Account, check_bound};
 use super::{Refusal, Scope};
 
 #[derive(Default)]
@@ -34,24 +34,7 @@ impl Shares {
         } else {
             0
         };
-        let fits = account
-            .used
-            .checked_add(account.held)
-            .and_then(|n| n.checked_add(asked))
-            .is_some_and(|total| total <= share.saturating_add(grace));
-        if fits {
-            return Ok(());
-        }
-        Err(Refusal {
-            scope: account.scope.clone(),
-            tenant: account.tenant.clone(),
-            mailbox: None,
-            limit: share,
-            grace,
-            used: account.used,
-            asked,
-            share: true,
-        })
+        check_bound(account, share, true, asked, grace)
     }
 
     fn share_of(&self, scope: &Scope) -> u64 {

@@ -448,14 +448,26 @@ pub(super) struct Additions {
 }
 
 pub(super) fn check_account(account: &Account, asked: u64, grace: u64) -> Result<(), Refusal> {
-    let Some(limit) = account.limit else {
-        return Ok(());
-    };
+    match account.limit {
+        Some(limit) => check_bound(account, limit, false, asked, grace),
+        None => Ok(()),
+    }
+}
+
+/// Refuses `asked` more bytes (plus `grace`) if they take `account` past
+/// `bound`: its limit, or (`share`) this host's share of a cluster limit.
+pub(super) fn check_bound(
+    account: &Account,
+    bound: u64,
+    share: bool,
+    asked: u64,
+    grace: u64,
+) -> Result<(), Refusal> {
     let fits = account
         .used
         .checked_add(account.held)
         .and_then(|n| n.checked_add(asked))
-        .is_some_and(|total| total <= limit.saturating_add(grace));
+        .is_some_and(|total| total <= bound.saturating_add(grace));
     if fits {
         return Ok(());
     }
@@ -463,11 +475,11 @@ pub(super) fn check_account(account: &Account, asked: u64, grace: u64) -> Result
         scope: account.scope.clone(),
         tenant: account.tenant.clone(),
         mailbox: None,
-        limit,
+        limit: bound,
         grace,
         used: account.used,
         asked,
-        share: false,
+        share,
     })
 }
 
