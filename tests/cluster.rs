@@ -301,4 +301,26 @@ fn quota_set_tenant_on_one_host_is_enforced_on_all() {
         );
     }
     assert_eq!(tenant_bytes(&partitions(&hosts)), total);
+    // Unset: the configured limit (64M here) seeds the tenant again.
+    let (ok, _, err) = hosts[2].cli(&["quota", "unset", "--tenant", TENANT]);
+    assert!(ok, "{err}");
+    for m in &hosts {
+        eventually(
+            "the configured limit applies again",
+            Duration::from_secs(5),
+            || {
+                let (_, out, _) = m.cli(&["quota", "get", "--tenant", TENANT]);
+                out.starts_with("limit 64.0M")
+            },
+        );
+    }
+    assert_eq!(fill(&hosts[0], 0, "unset", FILE, 1, 4), 4);
+}
+
+#[test]
+fn usage_cluster_on_a_single_host_spool_says_it_is_not_in_a_cluster() {
+    let m = common::Spec::new(&["fast"]).mount();
+    let (ok, _, err) = m.cli(&["usage", "--cluster"]);
+    assert!(!ok);
+    assert!(err.contains("not in a cluster"), "{err}");
 }

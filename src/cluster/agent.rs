@@ -432,17 +432,14 @@ impl Agent {
     }
 
     async fn on_watch(&mut self, event: StoreResult<Option<etcd_client::WatchResponse>>) {
-        let response = match event {
-            Ok(Some(response)) => response,
-            Ok(None) => {
-                self.stale = true;
-                self.watch = None;
-                return;
-            }
-            Err(e) => {
-                self.lost(&e);
-                return;
-            }
+        let Ok(Some(response)) = event else {
+            // The member it was on went away: the next tick watches anew
+            // (through another member, if need be) and re-reads what the
+            // events would have said. Whether etcd is lost is for a call
+            // to tell, having tried every member.
+            self.stale = true;
+            self.watch = None;
+            return;
         };
         let mut wake = BTreeSet::new();
         for event in response.events() {

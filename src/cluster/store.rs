@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
-    Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
 
 use super::keys::{self, Key, Keys};
@@ -48,6 +49,9 @@ impl From<etcd_client::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Pause before trying the endpoints again after each failed once.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// One tenant's keys at one revision.
 #[derive(Debug, Default)]
 pub struct TenantSnapshot {
@@ -61,7 +65,11 @@ pub struct TenantSnapshot {
 }
 
 pub struct Store {
-    client: Client,
+    /// One client per endpoint: calls stick to the one that last answered
+    /// and move on to the next when it does not, so a lost etcd member
+    /// costs one failed attempt, not a share of every call.
+    clients: Vec<Client>,
+    current: AtomicUsize,
     pub keys: Keys,
     timeout: Duration,
     lease_ttl: i64,
@@ -70,15 +78,20 @@ pub struct Store {
 
 impl Store {
     pub async fn connect(config: &ClusterConfig, timeout: Duration) -> StoreResult<Store> {
+        // A member cut off from the others answers "no leader" at once
+        // instead of waiting for one.
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_timeout(timeout);
-        let client = bounded(timeout, async {
-            Client::connect(&config.etcd_endpoints, Some(options)).await
-        })
-        .await?;
+            .with_timeout(timeout)
+            .with_require_leader(true);
+        let mut clients = Vec::new();
+        for endpoint in &config.etcd_endpoints {
+            let options = Some(options.clone());
+            clients.push(bounded(timeout, Client::connect([endpoint], options)).await?);
+        }
         Ok(Store {
-            client,
+            clients,
+            current: AtomicUsize::new(0),
             keys: Keys::new(&config.prefix, &config.host_id),
             timeout,
             lease_ttl: config.lease_ttl_secs as i64,
@@ -86,34 +99,72 @@ impl Store {
         })
     }
 
+    /// Runs `op` on the current endpoint's client, bounded in time; on
+    /// failure tries the next endpoint (at least twice in all, so a single
+    /// etcd's leader election is ridden out too).
+    async fn call<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let count = self.clients.len();
+        let mut failure = StoreError::TimedOut;
+        for attempt in 0..count.max(2) {
+            let at = self.current.load(Ordering::Relaxed) % count;
+            match bounded(self.timeout, op(self.clients[at].clone())).await {
+                Ok(answer) => return Ok(answer),
+                Err(StoreError::LeaseLost) => return Err(StoreError::LeaseLost),
+                Err(e) => failure = e,
+            }
+            self.current.store((at + 1) % count, Ordering::Relaxed);
+            if attempt + 1 >= count {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+        Err(failure)
+    }
+
     pub async fn grant_lease(&mut self) -> StoreResult<()> {
-        let (ttl, mut c) = (self.lease_ttl, self.client.clone());
-        let granted = bounded(self.timeout, async move { c.lease_grant(ttl, None).await }).await?;
+        let ttl = self.lease_ttl;
+        let granted = self
+            .call(|mut c| async move { c.lease_grant(ttl, None).await })
+            .await?;
         self.lease = granted.id();
         Ok(())
     }
 
     /// Renews the lease; `Ok(false)` when it had already expired.
     pub async fn keep_alive(&mut self) -> StoreResult<bool> {
-        let (id, mut c) = (self.lease, self.client.clone());
-        let ttl = bounded(self.timeout, async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            Ok(stream.message().await?.map_or(0, |r| r.ttl()))
-        })
-        .await?;
+        let id = self.lease;
+        let ttl = self
+            .call(|mut c| async move {
+                let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+            })
+            .await?;
         Ok(ttl > 0)
     }
 
     /// Every key-value under `prefix`, and the revision read at.
     pub async fn range(&self, prefix: String) -> StoreResult<(Vec<KeyValue>, i64)> {
-        let mut c = self.client.clone();
-        let mut got = bounded(self.timeout, async move {
-            c.get(prefix, Some(GetOptions::new().with_prefix())).await
-        })
-        .await?;
+        let mut got = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let revision = got.header().map_or(0, |h| h.revision());
         Ok((got.take_kvs(), revision))
+    }
+
+    /// Runs a transaction; whether its comparisons held.
+    async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse> {
+        self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
     }
 
     /// The cluster's tenant limits (unreadable values are skipped).
@@ -137,8 +188,7 @@ impl Store {
             TxnOp::get(self.keys.allocations(tenant), prefixed()),
             TxnOp::get(self.keys.used_of(tenant), prefixed()),
         ]);
-        let mut c = self.client.clone();
-        let response = bounded(self.timeout, async move { c.txn(txn).await }).await?;
+        let response = self.txn(txn).await?;
         let mut snapshot = TenantSnapshot {
             revision: response.header().map_or(0, |h| h.revision()),
             ..Default::default()
@@ -216,9 +266,7 @@ impl Store {
             ));
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        let mut c = self.client.clone();
-        let response = bounded(self.timeout, async move { c.txn(txn).await }).await?;
-        Ok(response.succeeded())
+        Ok(self.txn(txn).await?.succeeded())
     }
 
     /// Writes `tenant`'s limit unless etcd already has one (a config value
@@ -228,21 +276,17 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, keys::limit_value(limit), None)]);
-        let mut c = self.client.clone();
-        bounded(self.timeout, async move { c.txn(txn).await }).await?;
-        Ok(())
+        self.txn(txn).await.map(drop)
     }
 
     /// Sets (`Some`) or removes (`None`) a tenant's cluster limit.
     pub async fn write_limit(&self, tenant: &str, limit: Option<Limit>) -> StoreResult<()> {
-        let (key, mut c) = (self.keys.limit(tenant), self.client.clone());
-        bounded(self.timeout, async move {
-            match limit {
-                Some(l) => c.put(key, keys::limit_value(l), None).await.map(drop),
-                None => c.delete(key, None).await.map(drop),
-            }
-        })
-        .await
+        let key = self.keys.limit(tenant);
+        let op = match limit {
+            Some(l) => TxnOp::put(key, keys::limit_value(l), None),
+            None => TxnOp::delete(key, None),
+        };
+        self.txn(Txn::new().and_then([op])).await.map(drop)
     }
 
     /// Publishes what this host stores, per tenant, in one transaction.
@@ -251,27 +295,21 @@ impl Store {
             .iter()
             .map(|(tenant, n)| TxnOp::put(self.keys.used(tenant), n.to_string(), None))
             .collect();
-        let mut c = self.client.clone();
-        bounded(self.timeout, async move {
-            c.txn(Txn::new().and_then(ops)).await.map(drop)
-        })
-        .await
+        self.txn(Txn::new().and_then(ops)).await.map(drop)
     }
 
     /// Says (`Some(bytes)`, on the lease) or unsays that this host is
     /// starved for `tenant`, so that the others give back their spare.
     pub async fn want(&self, tenant: &str, bytes: Option<u64>) -> StoreResult<()> {
-        let (key, lease, mut c) = (self.keys.want(tenant), self.lease, self.client.clone());
-        bounded(self.timeout, async move {
-            match bytes {
-                Some(n) => {
-                    let on_lease = PutOptions::new().with_lease(lease);
-                    c.put(key, n.to_string(), Some(on_lease)).await.map(drop)
-                }
-                None => c.delete(key, None).await.map(drop),
+        let key = self.keys.want(tenant);
+        let op = match bytes {
+            Some(n) => {
+                let on_lease = PutOptions::new().with_lease(self.lease);
+                TxnOp::put(key, n.to_string(), Some(on_lease))
             }
-        })
-        .await
+            None => TxnOp::delete(key, None),
+        };
+        self.txn(Txn::new().and_then([op])).await.map(drop)
     }
 
     /// Forgets this host's keys of a tenant it no longer stores anything of.
@@ -286,23 +324,19 @@ impl Store {
         .into_iter()
         .map(|key| TxnOp::delete(key, None::<DeleteOptions>))
         .collect();
-        let mut c = self.client.clone();
-        bounded(self.timeout, async move {
-            c.txn(Txn::new().and_then(ops)).await.map(drop)
-        })
-        .await
+        self.txn(Txn::new().and_then(ops)).await.map(drop)
     }
 
     /// Watches every key of the cluster from `revision` on.
     pub async fn watch(&self, revision: i64) -> StoreResult<WatchStream> {
-        let (key, mut c) = (self.keys.all(), self.client.clone());
+        let key = self.keys.all();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision);
-        bounded(
-            self.timeout,
-            async move { c.watch(key, Some(options)).await },
-        )
+        self.call(|mut c| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { c.watch(key, Some(options)).await }
+        })
         .await
     }
 }
