@@ -94,6 +94,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
         other => other.map_err(|e| format!("session: {e}")),
     };
+    crate::cluster::stop_if_running();
     // Still ours: the state directory's lock is held until we return.
     if let Some(entry) = registered {
         control::registry::unregister(&entry, &socket);

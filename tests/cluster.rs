@@ -324,3 +324,31 @@ fn usage_cluster_on_a_single_host_spool_says_it_is_not_in_a_cluster() {
     assert!(!ok);
     assert!(err.contains("not in a cluster"), "{err}");
 }
+
+#[test]
+fn a_clean_unmount_gives_the_spare_back_at_once() {
+    if !etcd_installed() {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let limit = 16 * MIB;
+    let spec = ClusterSpec {
+        etcd: &etcd,
+        prefix: "/spoolfs/unmount",
+        limit: "16M",
+        grant: "1M",
+        // Far longer than the test: only the unmount can return the spare.
+        lease_ttl_secs: 600,
+    };
+    let mut hosts: Vec<Mount> = (0..2).map(|i| host(&spec, i)).collect();
+    assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 4), 4);
+    let parts = partitions(&hosts);
+    hosts[0].stop();
+    fill_all(&hosts, "b", 3);
+    let total = tenant_bytes(&parts);
+    assert!(total <= limit, "overshoot: {total}");
+    assert!(
+        total * 100 >= limit * 95,
+        "only {total} of {limit}: the unmounted host kept its spare"
+    );
+}

@@ -520,6 +520,14 @@ impl Agent {
                 let result = self.set_limit(&tenant, limit).await;
                 let _ = reply.send(result.map_err(|e| format!("etcd: {e}")));
             }
+            Command::Stop { reply } => {
+                self.publish().await;
+                let revoked = match &self.store {
+                    Some(store) if self.online => store.revoke_lease().await,
+                    _ => Ok(()),
+                };
+                let _ = reply.send(revoked.map_err(|e| format!("etcd: {e}")));
+            }
             Command::Report { reply } => {
                 let result = self.report().await;
                 let _ = reply.send(result.map_err(|e| format!("etcd: {e}")));

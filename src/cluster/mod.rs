@@ -42,6 +42,11 @@ pub(crate) enum Command {
     Report {
         reply: std_mpsc::Sender<Result<ClusterReport, String>>,
     },
+    /// The spool is unmounted: give the spare back now, not at the lease's
+    /// expiry, and publish the final usage.
+    Stop {
+        reply: std_mpsc::Sender<Result<(), String>>,
+    },
 }
 
 /// The running agent, for the control interface.
@@ -59,6 +64,17 @@ pub fn running() -> Option<&'static Cluster> {
 /// How long `spoolfs mount` waits for the agent to register before it
 /// serves anyway (with no tenant growing until registration).
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the unmount, if in a cluster: gives the spare back at once.
+pub fn stop_if_running() {
+    if let Some(cluster) = running()
+        && let Err(e) = cluster.stop()
+    {
+        log::warn!(
+            "cluster: could not give the spare back ({e}); it returns when the lease expires"
+        );
+    }
+}
 
 /// Starts the agent if the configuration has a `[cluster]` section.
 pub fn start_if_configured(config: &Config, ledger: &Arc<Ledger>) -> Result<(), String> {
@@ -117,6 +133,12 @@ impl Cluster {
             limit,
             reply,
         })
+    }
+
+    /// After the unmount: returns this host's spare headroom to the pool
+    /// at once (its claim, covering its data, stays).
+    pub fn stop(&self) -> Result<(), String> {
+        self.ask(|reply| Command::Stop { reply })
     }
 
     pub fn report(&self) -> Result<ClusterReport, String> {

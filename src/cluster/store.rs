@@ -133,6 +133,13 @@ impl Store {
         Ok(())
     }
 
+    /// Ends the lease: every spare and want key on it goes at once.
+    pub async fn revoke_lease(&self) -> StoreResult<()> {
+        let id = self.lease;
+        self.call(|mut c| async move { c.lease_revoke(id).await.map(drop) })
+            .await
+    }
+
     /// Renews the lease; `Ok(false)` when it had already expired.
     pub async fn keep_alive(&mut self) -> StoreResult<bool> {
         let id = self.lease;
