@@ -352,3 +352,34 @@ fn a_clean_unmount_gives_the_spare_back_at_once() {
         "only {total} of {limit}: the unmounted host kept its spare"
     );
 }
+
+#[test]
+fn a_host_started_while_etcd_is_down_refuses_growth_until_registered() {
+    if !etcd_installed() {
+        return;
+    }
+    let mut etcd = Etcd::start(1);
+    etcd.stop_all();
+    let spec = ClusterSpec {
+        etcd: &etcd,
+        prefix: "/spoolfs/late",
+        limit: "16M",
+        grant: "1M",
+        lease_ttl_secs: 3,
+    };
+    // Mounts after the registration timeout, serving what does not grow.
+    let m = host(&spec, 0);
+    assert!(
+        m.log_text().contains("not registered with etcd"),
+        "{}",
+        m.log_text()
+    );
+    let file = m.path(&mailbox_dir(0)).join("1.");
+    assert!(is_edquot(&std::fs::write(&file, b"x")));
+    etcd.start_all();
+    eventually(
+        "the host registers and serves",
+        Duration::from_secs(20),
+        || std::fs::write(&file, b"x").is_ok(),
+    );
+}
