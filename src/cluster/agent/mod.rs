@@ -3,20 +3,21 @@
 //! `plan.rs` says (topping up before the host runs out, giving back when
 //! idle or when another host starves), keeps the lease alive, publishes
 //! usage, follows limit changes, and serves the control interface.
+//! Here: the loop and the steady state; `registration.rs`: start-up and
+//! catching up after etcd was lost; `events.rs`: watch events and commands.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{EventType, WatchStream};
+use etcd_client::WatchStream;
 use log::{info, warn};
 use tokio::sync::mpsc;
 
-use super::keys::{self, Key};
+use super::Command;
 use super::plan::{Holding, Situation, plan};
 use super::store::{Store, StoreError, StoreResult};
-use super::{ClusterReport, Command};
 use crate::config::{ClusterConfig, Limit};
 use crate::quota::{Ledger, TenantHolding};
 
@@ -28,6 +29,9 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retries of a transaction that lost a race with another host's.
 const RACE_RETRIES: usize = 8;
+
+mod events;
+mod registration;
 
 /// What the agent knows of one tenant on this host.
 struct Tenant {
@@ -129,14 +133,14 @@ impl Agent {
         }
     }
 
-    fn store(&self) -> &Store {
+    pub(super) fn store(&self) -> &Store {
         self.store.as_ref().expect("connected before use")
     }
 
     // --- connection state -------------------------------------------------
 
     /// etcd did not answer: one log line when it goes.
-    fn lost(&mut self, e: &StoreError) {
+    pub(super) fn lost(&mut self, e: &StoreError) {
         if self.online {
             warn!(
                 "cluster: etcd unreachable ({e}); serving within this host's claims, growth beyond them refused until it is back"
@@ -148,125 +152,16 @@ impl Agent {
     }
 
     /// etcd answered again: one log line when it comes back.
-    fn back(&mut self) {
+    pub(super) fn back(&mut self) {
         if !self.online {
             info!("cluster: etcd reachable again; growth beyond this host's claims resumes");
         }
         self.online = true;
     }
 
-    async fn connect(&mut self) -> StoreResult<()> {
+    pub(super) async fn connect(&mut self) -> StoreResult<()> {
         if self.store.is_none() {
             self.store = Some(Store::connect(&self.config, CALL_TIMEOUT).await?);
-        }
-        Ok(())
-    }
-
-    // --- registration -----------------------------------------------------
-
-    /// Before any tenant may grow: learn the limits, take a lease, claim
-    /// exactly what this host stores (rebuilt from disk by the scan) and
-    /// forget what a previous life of it held.
-    async fn register(&mut self) -> StoreResult<()> {
-        self.connect().await?;
-        self.store
-            .as_mut()
-            .expect("connected")
-            .grant_lease()
-            .await?;
-        let now = Instant::now();
-        let holdings = self.ledger.tenant_holdings();
-        let (mine, _) = self
-            .store()
-            .range(self.store().keys.all_allocations())
-            .await?;
-        let stored: BTreeSet<&str> = holdings.iter().map(|h| h.tenant.as_str()).collect();
-        let host = self.config.host_id.clone();
-        let forgotten: BTreeSet<String> = mine
-            .iter()
-            .filter_map(|kv| match self.store().keys.parse(kv.key()) {
-                Some(Key::Claim { tenant, host: h }) if h == host => Some(tenant),
-                _ => None,
-            })
-            .filter(|tenant| !stored.contains(tenant.as_str()))
-            .collect();
-        for tenant in &forgotten {
-            self.store().forget(tenant).await?;
-        }
-        self.refresh().await?;
-        for holding in &holdings {
-            self.seed(holding).await?;
-            let claim = Holding {
-                claim: holding.used,
-                spare: 0,
-            };
-            let store = self.store();
-            store.forget(&holding.tenant).await?;
-            let snapshot = store.tenant(&holding.tenant).await?;
-            // Stored bytes are claimed unconditionally: they are counted
-            // whatever the limit now says.
-            store
-                .set_holding(
-                    &holding.tenant,
-                    Holding::default(),
-                    claim,
-                    snapshot.revision,
-                )
-                .await?;
-            self.ledger.set_share(&holding.tenant, holding.used);
-            let mut tenant = Tenant::new(now);
-            tenant.held = claim;
-            tenant.used = holding.used;
-            self.tenants.insert(holding.tenant.clone(), tenant);
-        }
-        self.publish().await;
-        Ok(())
-    }
-
-    /// Reads the limits and starving hosts anew and restarts the watch
-    /// (at start, and after etcd was lost: events may have been missed).
-    async fn refresh(&mut self) -> StoreResult<()> {
-        let (limits, revision) = self.store().limits().await?;
-        self.ledger.set_cluster_limits(limits.clone());
-        self.limits = limits;
-        let prefix = format!("{}/want/", self.config.prefix);
-        let (wants, _) = self.store().range(prefix).await?;
-        for tenant in self.tenants.values_mut() {
-            tenant.starving_hosts.clear();
-        }
-        for kv in &wants {
-            if let Some(Key::Want { tenant, host }) = self.store().keys.parse(kv.key())
-                && host != self.config.host_id
-            {
-                let now = Instant::now();
-                let t = self
-                    .tenants
-                    .entry(tenant)
-                    .or_insert_with(|| Tenant::new(now));
-                t.starving_hosts.insert(host);
-            }
-        }
-        self.watch = Some(self.store().watch(revision + 1).await?);
-        self.stale = false;
-        self.back();
-        Ok(())
-    }
-
-    /// Writes a tenant's configured limit to etcd if etcd has none.
-    async fn seed(&mut self, holding: &TenantHolding) -> StoreResult<()> {
-        if self.limits.contains_key(&holding.tenant) {
-            return Ok(());
-        }
-        let Some(limit) = self.ledger.local_tenant_limit(&holding.tenant) else {
-            return Ok(());
-        };
-        self.store()
-            .seed_limit(&holding.tenant, Some(limit))
-            .await?;
-        let snapshot = self.store().tenant(&holding.tenant).await?;
-        if let Some(limit) = snapshot.limit {
-            self.limits.insert(holding.tenant.clone(), limit);
-            self.ledger.set_cluster_limit(&holding.tenant, Some(limit));
         }
         Ok(())
     }
@@ -312,16 +207,16 @@ impl Agent {
         if now.duration_since(t.needed_since) > wait + TICK {
             t.needed = 0;
         }
-        let situation = |t: &Tenant| Situation {
+        let situation = |t: &Tenant, limit: Option<Limit>| Situation {
             used: t.used,
             needed: t.needed,
             held: t.held,
-            limit: holding.limit,
+            limit: limit.unwrap_or(holding.limit),
             others: t.others,
             idle: now.duration_since(t.last_growth) >= idle_after,
             others_starving: !t.starving_hosts.is_empty(),
         };
-        let first = plan(&situation(t), self.config.grant);
+        let first = plan(&situation(t, None), self.config.grant);
         if first.target == t.held && !first.starving && !t.wanting {
             return Ok(());
         }
@@ -330,7 +225,10 @@ impl Agent {
             let t = self.tenants.get_mut(&holding.tenant).expect("inserted");
             t.held = snapshot.mine;
             t.others = snapshot.others;
-            let planned = plan(&situation(t), self.config.grant);
+            // The limit read with the allocations, not the one last seen
+            // here: the transaction only checks that it has not changed
+            // since that read.
+            let planned = plan(&situation(t, snapshot.limit), self.config.grant);
             let mut target = planned.target;
             if target.claim < t.held.claim {
                 // Shrink here before giving back there; never below what
@@ -350,9 +248,7 @@ impl Agent {
             }
             let t = self.tenants.get_mut(&holding.tenant).expect("inserted");
             t.held = target;
-            if holding.limit.is_some() {
-                self.ledger.set_share(&holding.tenant, target.claim);
-            }
+            self.ledger.set_share(&holding.tenant, target.claim);
             return self.say_starving(&holding.tenant, planned.starving).await;
         }
         Ok(())
@@ -398,7 +294,7 @@ impl Agent {
     }
 
     /// Publishes what this host stores of each tenant, where it changed.
-    async fn publish(&mut self) {
+    pub(super) async fn publish(&mut self) {
         if !self.online || self.store.is_none() {
             return;
         }
@@ -431,56 +327,7 @@ impl Agent {
         }
     }
 
-    async fn on_watch(&mut self, event: StoreResult<Option<etcd_client::WatchResponse>>) {
-        let Ok(Some(response)) = event else {
-            // The member it was on went away: the next tick watches anew
-            // (through another member, if need be) and re-reads what the
-            // events would have said. Whether etcd is lost is for a call
-            // to tell, having tried every member.
-            self.stale = true;
-            self.watch = None;
-            return;
-        };
-        let mut wake = BTreeSet::new();
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            let put = event.event_type() == EventType::Put;
-            match self.store().keys.parse(kv.key()) {
-                Some(Key::Limit { tenant }) => {
-                    let limit = if put { keys::limit(kv.value()) } else { None };
-                    match limit {
-                        Some(l) => self.limits.insert(tenant.clone(), l),
-                        None => self.limits.remove(&tenant),
-                    };
-                    self.ledger.set_cluster_limit(&tenant, limit);
-                    wake.insert(tenant);
-                }
-                Some(Key::Want { tenant, host }) if host != self.config.host_id => {
-                    let now = Instant::now();
-                    let t = self
-                        .tenants
-                        .entry(tenant.clone())
-                        .or_insert_with(|| Tenant::new(now));
-                    if put {
-                        t.starving_hosts.insert(host);
-                    } else {
-                        t.starving_hosts.remove(&host);
-                    }
-                    wake.insert(tenant);
-                }
-                // Someone gave back: a starved host here may now get it.
-                Some(Key::Claim { tenant, .. } | Key::Spare { tenant, .. })
-                    if self.tenants.get(&tenant).is_some_and(|t| t.wanting) =>
-                {
-                    wake.insert(tenant);
-                }
-                _ => {}
-            }
-        }
-        self.maintain_now(wake).await;
-    }
-
-    async fn maintain_now(&mut self, tenants: BTreeSet<String>) {
+    pub(super) async fn maintain_now(&mut self, tenants: BTreeSet<String>) {
         if tenants.is_empty() {
             return;
         }
@@ -492,69 +339,6 @@ impl Agent {
                 return;
             }
         }
-    }
-
-    // --- commands -----------------------------------------------------------
-
-    async fn command(&mut self, command: Command) {
-        match command {
-            Command::Want { tenant, bytes } => {
-                let now = Instant::now();
-                let t = self
-                    .tenants
-                    .entry(tenant.clone())
-                    .or_insert_with(|| Tenant::new(now));
-                if bytes > t.needed || now.duration_since(t.needed_since) > TICK {
-                    t.needed = bytes;
-                    t.needed_since = now;
-                }
-                if self.online && !self.stale {
-                    self.maintain_now(BTreeSet::from([tenant])).await;
-                }
-            }
-            Command::SetLimit {
-                tenant,
-                limit,
-                reply,
-            } => {
-                let result = self.set_limit(&tenant, limit).await;
-                let _ = reply.send(result.map_err(|e| format!("etcd: {e}")));
-            }
-            Command::Stop { reply } => {
-                self.publish().await;
-                let revoked = match &self.store {
-                    Some(store) if self.online => store.revoke_lease().await,
-                    _ => Ok(()),
-                };
-                let _ = reply.send(revoked.map_err(|e| format!("etcd: {e}")));
-            }
-            Command::Report { reply } => {
-                let result = self.report().await;
-                let _ = reply.send(result.map_err(|e| format!("etcd: {e}")));
-            }
-        }
-    }
-
-    async fn set_limit(&mut self, tenant: &str, limit: Option<Limit>) -> StoreResult<()> {
-        self.connect().await?;
-        let written = self.store().write_limit(tenant, limit).await;
-        if let Err(e) = written {
-            self.lost(&e);
-            return Err(e);
-        }
-        match limit {
-            Some(l) => self.limits.insert(tenant.to_string(), l),
-            None => self.limits.remove(tenant),
-        };
-        self.ledger.set_cluster_limit(tenant, limit);
-        Ok(())
-    }
-
-    async fn report(&mut self) -> StoreResult<ClusterReport> {
-        self.connect().await?;
-        let (kvs, _) = self.store().range(self.store().keys.all()).await?;
-        let pairs = kvs.iter().map(|kv| (kv.key(), kv.value()));
-        Ok(ClusterReport::from_kvs(&self.store().keys, pairs))
     }
 }
 
