@@ -79,6 +79,8 @@ pub(super) struct Agent {
     /// Set when etcd was lost: limits and starving hosts are read anew,
     /// and the watch restarted, once it is back.
     stale: bool,
+    /// A call found this host's lease gone: a new one is taken next tick.
+    lease_lost: bool,
 }
 
 impl Agent {
@@ -92,6 +94,7 @@ impl Agent {
             watch: None,
             online: true,
             stale: true,
+            lease_lost: false,
         }
     }
 
@@ -141,6 +144,11 @@ impl Agent {
 
     /// etcd did not answer: one log line when it goes.
     pub(super) fn lost(&mut self, e: &StoreError) {
+        if let StoreError::LeaseLost = e {
+            // etcd did answer: only the lease is gone (renewed next tick).
+            self.lease_lost = true;
+            return;
+        }
         if self.online {
             warn!(
                 "cluster: etcd unreachable ({e}); serving within this host's claims, growth beyond them refused until it is back"
@@ -169,6 +177,9 @@ impl Agent {
     // --- the steady state -------------------------------------------------
 
     async fn tick(&mut self) {
+        if self.lease_lost {
+            self.renew_lease().await;
+        }
         if self.stale {
             let refreshed = async {
                 self.connect().await?;
@@ -275,22 +286,25 @@ impl Agent {
         };
         match store.keep_alive().await {
             Ok(true) => self.back(),
-            Ok(false) | Err(StoreError::LeaseLost) => {
-                warn!(
-                    "cluster: this host's lease expired; its spare headroom went back to the pool"
-                );
-                if let Err(e) = self.store.as_mut().expect("connected").grant_lease().await {
-                    self.lost(&e);
-                    return;
-                }
-                for tenant in self.tenants.values_mut() {
-                    tenant.held.spare = 0;
-                    tenant.wanting = false;
-                }
-                self.stale = true;
-            }
+            Ok(false) | Err(StoreError::LeaseLost) => self.renew_lease().await,
             Err(e) => self.lost(&e),
         }
+    }
+
+    /// The lease expired (etcd was out of reach longer than its TTL, or
+    /// this host stalled): the spare on it is gone; take a new one.
+    async fn renew_lease(&mut self) {
+        warn!("cluster: this host's lease expired; its spare headroom went back to the pool");
+        if let Err(e) = self.store.as_mut().expect("connected").grant_lease().await {
+            self.lost(&e);
+            return;
+        }
+        for tenant in self.tenants.values_mut() {
+            tenant.held.spare = 0;
+            tenant.wanting = false;
+        }
+        self.lease_lost = false;
+        self.stale = true;
     }
 
     /// Publishes what this host stores of each tenant, where it changed.
