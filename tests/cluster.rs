@@ -86,6 +86,7 @@ fn three_hosts_fill_one_tenant_limit_without_overshoot() {
         limit: "24M",
         grant: "1M",
         lease_ttl_secs: 3,
+        idle_return_secs: 60,
     };
     let hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     let watch = OvershootWatch::start(partitions(&hosts));
@@ -136,6 +137,7 @@ fn etcd_outage_keeps_serving_within_claims_and_growth_resumes() {
         limit: "32M",
         grant: "2M",
         lease_ttl_secs: 3,
+        idle_return_secs: 60,
     };
     let hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     for (i, m) in hosts.iter().enumerate() {
@@ -180,6 +182,7 @@ fn killed_host_returns_its_spare_keeps_its_data_counted_and_restarts() {
         limit: "16M",
         grant: "1M",
         lease_ttl_secs: 3,
+        idle_return_secs: 60,
     };
     let mut hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 32), 32);
@@ -241,6 +244,7 @@ fn three_member_etcd_losing_one_member_keeps_working() {
         limit: "16M",
         grant: "1M",
         lease_ttl_secs: 3,
+        idle_return_secs: 60,
     };
     let hosts: Vec<Mount> = (0..2).map(|i| host(&spec, i)).collect();
     assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 8), 8);
@@ -268,6 +272,7 @@ fn quota_set_tenant_on_one_host_is_enforced_on_all() {
         limit: "64M",
         grant: "1M",
         lease_ttl_secs: 3,
+        idle_return_secs: 60,
     };
     let hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     let (ok, out, err) = hosts[0].cli(&["quota", "set", "--tenant", TENANT, "4M"]);
@@ -339,6 +344,7 @@ fn a_clean_unmount_gives_the_spare_back_at_once() {
         grant: "1M",
         // Far longer than the test: only the unmount can return the spare.
         lease_ttl_secs: 600,
+        idle_return_secs: 60,
     };
     let mut hosts: Vec<Mount> = (0..2).map(|i| host(&spec, i)).collect();
     assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 4), 4);
@@ -366,6 +372,7 @@ fn a_host_started_while_etcd_is_down_refuses_growth_until_registered() {
         limit: "16M",
         grant: "1M",
         lease_ttl_secs: 3,
+        idle_return_secs: 60,
     };
     // Mounts after the registration timeout, serving what does not grow.
     let m = host(&spec, 0);
@@ -381,5 +388,45 @@ fn a_host_started_while_etcd_is_down_refuses_growth_until_registered() {
         "the host registers and serves",
         Duration::from_secs(20),
         || std::fs::write(&file, b"x").is_ok(),
+    );
+}
+
+#[test]
+fn spare_not_drawn_on_for_a_while_goes_back_to_the_pool() {
+    if !etcd_installed() {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let spec = ClusterSpec {
+        etcd: &etcd,
+        prefix: "/spoolfs/idle",
+        limit: "64M",
+        grant: "4M",
+        lease_ttl_secs: 600,
+        idle_return_secs: 2,
+    };
+    let m = host(&spec, 0);
+    assert_eq!(fill(&m, 0, "a", FILE, 1, 4), 4);
+    let allocated = || {
+        let report = cluster_usage(&m);
+        let h = &report["tenants"][0]["hosts"][0];
+        (
+            h["allocated"].as_u64().unwrap(),
+            h["used"].as_u64().unwrap(),
+        )
+    };
+    // Growing, it holds a grant of spare beyond its claim's margin (1M).
+    eventually("a grant of spare is held", Duration::from_secs(5), || {
+        let (allocated, used) = allocated();
+        used == 4 * FILE as u64 && allocated >= used + 4 * MIB
+    });
+    // Idle, the spare goes back; the claim (data plus margin) stays.
+    eventually(
+        "the spare goes back when idle",
+        Duration::from_secs(10),
+        || {
+            let (allocated, used) = allocated();
+            allocated >= used && allocated <= used + 2 * MIB
+        },
     );
 }

@@ -189,6 +189,7 @@ pub struct ClusterSpec<'a> {
     pub limit: &'a str,
     pub grant: &'a str,
     pub lease_ttl_secs: u64,
+    pub idle_return_secs: u64,
 }
 
 /// A spoolfs host of the cluster, named `h<i>`, with its mailbox made.
@@ -213,6 +214,7 @@ host_id = "h{i}"
 prefix = "{prefix}"
 grant = "{grant}"
 lease_ttl_secs = {ttl}
+idle_return_secs = {idle}
 wait_ms = 1000
 "#,
         limit = spec.limit,
@@ -220,6 +222,7 @@ wait_ms = 1000
         prefix = spec.prefix,
         grant = spec.grant,
         ttl = spec.lease_ttl_secs,
+        idle = spec.idle_return_secs,
     );
     let m = Spec::new(&["fast"]).extra(&toml).mount();
     mkdirs(&m, &mailbox_dir(i));
