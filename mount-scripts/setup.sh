@@ -7,6 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 need=""
 command -v fusermount3 >/dev/null || need="$need fuse3"
 command -v mkfs.ext4 >/dev/null || need="$need e2fsprogs"
+# the etcd-client crate (cluster mode) compiles etcd's .proto files
+command -v protoc >/dev/null || need="$need protobuf-compiler"
 if [ -n "$need" ]; then
   apt-get update -qq
   apt-get install -y -qq $need

@@ -7,6 +7,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+# the etcd-client crate (cluster mode) compiles etcd's .proto files
+if ! command -v protoc >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler
+fi
 
 out=target/packaging
 rm -rf "$out"

@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 need=""
-for pkg_cmd in fuse3:fusermount3 e2fsprogs:mkfs.ext4 util-linux:losetup; do
+# etcd (server and etcdctl) for the cluster tests (tests/cluster.rs);
+# protoc because the etcd-client crate compiles etcd's .proto files.
+for pkg_cmd in fuse3:fusermount3 e2fsprogs:mkfs.ext4 util-linux:losetup \
+  etcd-server:etcd etcd-client:etcdctl protobuf-compiler:protoc; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need="$need ${pkg_cmd%%:*}"
 done
 if [ -n "$need" ]; then

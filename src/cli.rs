@@ -50,8 +50,13 @@ pub enum Command {
         json: bool,
         /// Instead of usage: the FUSE requests served since the mount, by
         /// operation (JSON: {"requests": {"write": N, ...}}).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cluster")]
         requests: bool,
+        /// Cluster mode: per tenant its limit and total use across every
+        /// host, and per host what it stores and holds of it (from etcd; JSON:
+        /// {"tenants":[{"name","limit","used","hosts":[{"host","used","allocated"}]}]}).
+        #[arg(long)]
+        cluster: bool,
         /// Any path inside the spoolfs mount.
         #[arg(default_value = ".")]
         path: PathBuf,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::ClusterReport;
 use crate::config::{LayoutConfig, Limit, parse_size};
 use crate::fs::SpoolFs;
 use crate::quota::{Ledger, Report, Scope, human_size};
@@ -29,6 +30,8 @@ pub enum Request {
     Usage,
     /// FUSE requests served since the mount, by operation.
     Requests,
+    /// Cluster mode: every tenant's limit and usage on every host, from etcd.
+    ClusterUsage,
     QuotaGet {
         scope: ScopeArg,
     },
@@ -71,6 +74,7 @@ pub struct RequestCounts {
 pub enum Answer {
     Report(Report),
     Requests(RequestCounts),
+    Cluster(ClusterReport),
     Limit {
         limit: Limit,
         used: u64,
@@ -144,6 +148,13 @@ fn execute(ledger: &Ledger, layout: &LayoutConfig, req: Request, uid: u32) -> An
             requests: crate::metrics::global().request_counts(),
             over_io_uring: crate::metrics::global().over_io_uring(),
         }),
+        Request::ClusterUsage => match crate::cluster::running().map(|c| c.report()) {
+            Some(Ok(report)) => Answer::Cluster(report),
+            Some(Err(e)) => Answer::Error(e),
+            None => Answer::Error(
+                "this spoolfs is not in a cluster (its configuration has no [cluster])".into(),
+            ),
+        },
         Request::QuotaGet { scope } => match checked(&scope) {
             Ok(s) => Answer::Limit {
                 limit: ledger.effective_limit(&s),
@@ -173,7 +184,12 @@ fn change(
     // Provisioning before the first delivery is normal: say so, in case
     // the name was mistyped.
     let empty = ledger.usage(scope) == 0;
-    if let Err(e) = ledger.set_limit(scope, limit) {
+    // In a cluster a tenant's limit is one for every host: it lives in etcd.
+    let set = match (scope, crate::cluster::running()) {
+        (Scope::Tenant(tenant), Some(cluster)) => cluster.set_limit(tenant, limit),
+        _ => ledger.set_limit(scope, limit),
+    };
+    if let Err(e) = set {
         return Answer::Error(e);
     }
     let what = match limit {

@@ -6,6 +6,7 @@
 
 pub mod backing;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod error;

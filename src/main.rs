@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spoolfs::cli::{Cli, Command, QuotaAction};
+use spoolfs::cluster::ClusterReport;
 use spoolfs::config::{Config, format_size};
 use spoolfs::control::{self, Answer, Request};
 use spoolfs::mount::{self, MountArgs};
+use spoolfs::quota::Report;
 
 fn main() -> ExitCode {
     spoolfs::logging::init();
@@ -29,7 +31,14 @@ fn main() -> ExitCode {
             json,
             requests: true,
             path,
+            ..
         } => requests(&path, json),
+        Command::Usage {
+            json,
+            cluster: true,
+            path,
+            ..
+        } => cluster_usage(&path, json),
         Command::Usage { json, path, .. } => usage(&path, json),
         Command::Quota { action } => quota(action),
     };
@@ -46,22 +55,41 @@ fn check(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     config.check_filesystem(None).map_err(|e| e.to_string())?;
     let metrics = spoolfs::config::MetricsConfig::of(&config).map_err(|e| e.to_string())?;
+    let cluster = spoolfs::config::ClusterConfig::of(&config).map_err(|e| e.to_string())?;
     print!("{}", config.describe());
     println!("{}", metrics.describe());
+    println!("{}", spoolfs::config::ClusterConfig::describe(&cluster));
     println!("{}: OK", path.display());
     Ok(())
 }
 
 fn usage(path: &Path, json: bool) -> Result<(), String> {
     match control::ask(path, &Request::Usage)? {
-        Answer::Report(r) if json => {
-            println!("{}", serde_json::to_string_pretty(&r).expect("json"))
-        }
-        Answer::Report(r) => print!("{}", r.to_table()),
-        Answer::Error(e) => return Err(e),
-        other => return Err(format!("unexpected answer {other:?}")),
+        Answer::Report(r) => print_report(&r, json, Report::to_table),
+        Answer::Error(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// A report as JSON for scripts, else as a table for people.
+fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    table: impl FnOnce(&T) -> String,
+) -> Result<(), String> {
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(report).expect("json")),
+        false => print!("{}", table(report)),
     }
     Ok(())
+}
+
+fn cluster_usage(path: &Path, json: bool) -> Result<(), String> {
+    match control::ask(path, &Request::ClusterUsage)? {
+        Answer::Cluster(r) => print_report(&r, json, ClusterReport::to_table),
+        Answer::Error(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
 }
 
 fn requests(path: &Path, json: bool) -> Result<(), String> {

@@ -65,6 +65,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let ledger = Arc::new(Ledger::new(&config)?);
     let fs = Arc::new(SpoolFs::new(config, ledger)?);
     let scanned = scan::rebuild_usage(&fs, scan_threads());
+    // Registers the usage just rebuilt before any write is served.
+    crate::cluster::start_if_configured(&fs.config, &fs.ledger)?;
     crate::metrics::start(&fs, &scanned)?;
     let allow_other = fs.config.mount.allow_other;
     let dev = kernel_mount(&args.mountpoint, allow_other, options.flags)
@@ -97,6 +99,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
         other => other.map_err(|e| format!("session: {e}")),
     };
+    crate::cluster::stop_if_running();
     // Still ours: the state directory's lock is held until we return.
     if let Some(entry) = registered {
         control::registry::unregister(&entry, &socket);

@@ -62,6 +62,11 @@ struct Cli {
     /// write(2) size deliver uses for a message (bigger messages take several writes).
     #[arg(long, default_value_t = 65536)]
     write_block: usize,
+    /// Cluster mode: the URL of an etcd (v3) to run the `spoolfs-cluster`
+    /// target against: spoolfs with a `[cluster]` section, so its tenant
+    /// limits are escrowed in etcd (e.g. http://127.0.0.1:2379).
+    #[arg(long, value_name = "URL")]
+    etcd: Option<String>,
     /// Seconds to wait for a spoolfs mount to appear.
     #[arg(long, default_value_t = 600)]
     mount_timeout: u64,
@@ -71,13 +76,16 @@ struct Cli {
 enum TargetKind {
     Native,
     Spoolfs,
+    /// spoolfs in cluster mode (needs --etcd).
+    SpoolfsCluster,
     Other,
 }
 
 #[derive(Clone, Debug)]
 enum Kind {
     Native,
-    Spoolfs(PathBuf),
+    /// The binary, and in cluster mode the etcd URL.
+    Spoolfs(PathBuf, Option<String>),
     Other(PathBuf),
 }
 
@@ -140,6 +148,9 @@ fn run(cli: Cli) -> Result<i32> {
         cli.targets.clone()
     } else {
         let mut v = vec![TargetKind::Native, TargetKind::Spoolfs];
+        if cli.etcd.is_some() {
+            v.push(TargetKind::SpoolfsCluster);
+        }
         if cli.other.is_some() {
             v.push(TargetKind::Other);
         }
@@ -154,13 +165,25 @@ fn run(cli: Cli) -> Result<i32> {
                 kind: Some(Kind::Native),
                 error: None,
             }),
-            TargetKind::Spoolfs => {
+            TargetKind::Spoolfs | TargetKind::SpoolfsCluster => {
+                let etcd = match k {
+                    TargetKind::SpoolfsCluster => match &cli.etcd {
+                        Some(url) => Some(url.clone()),
+                        None => return Err("--targets spoolfs-cluster needs --etcd URL".into()),
+                    },
+                    _ => None,
+                };
                 let bin = cli.spoolfs_bin.clone().or_else(spoolfs::default_bin);
                 match bin {
                     Some(b) if b.is_file() => targets.push(TargetInfo {
-                        name: "spoolfs".into(),
-                        detail: format!("{} mount, partitions p1+p2 under {}", b.display(), dir.display()),
-                        kind: Some(Kind::Spoolfs(b.canonicalize().unwrap_or(b))),
+                        name: if etcd.is_some() { "spoolfs-cluster" } else { "spoolfs" }.into(),
+                        detail: format!(
+                            "{} mount, partitions p1+p2 under {}{}",
+                            b.display(),
+                            dir.display(),
+                            etcd.as_ref().map(|u| format!(", cluster mode on etcd {u}")).unwrap_or_default()
+                        ),
+                        kind: Some(Kind::Spoolfs(b.canonicalize().unwrap_or(b), etcd)),
                         error: None,
                     }),
                     other => {
@@ -199,7 +222,7 @@ fn run(cli: Cli) -> Result<i32> {
     if targets.is_empty() {
         return Err("no targets to run".into());
     }
-    let has_spoolfs = targets.iter().any(|t| matches!(t.kind, Some(Kind::Spoolfs(_))));
+    let has_spoolfs = targets.iter().any(|t| matches!(t.kind, Some(Kind::Spoolfs(..))));
     if sel.contains(&Workload::MountScan) && !has_spoolfs {
         notes.push("mount-scan is spoolfs-only and spoolfs is not a target: skipped".into());
     }
@@ -379,16 +402,19 @@ fn run_target(kind: &Kind, run: usize, env: &Env, log: &mut dyn FnMut(&str), out
             sys::remove_tree(&root);
             r
         }
-        Kind::Spoolfs(bin) => {
-            let base = env.tmp.join(format!("run{}-spoolfs", run + 1));
-            let r = run_spoolfs(bin, &base, env, &per_target, log, out);
+        Kind::Spoolfs(bin, etcd) => {
+            let cluster = etcd.as_deref().map(|url| (url, run));
+            let suffix = if etcd.is_some() { "spoolfs-cluster" } else { "spoolfs" };
+            let base = env.tmp.join(format!("run{}-{suffix}", run + 1));
+            let r = run_spoolfs(bin, cluster, &base, env, &per_target, log, out);
             sys::remove_tree(&base);
             r
         }
     }
 }
 
-fn run_spoolfs(bin: &Path, base: &Path, env: &Env, per_target: &[Workload], log: &mut dyn FnMut(&str), out: &mut Vec<Measure>) -> Result<()> {
+/// `cluster`: the etcd URL and the run number (each run its own prefix).
+fn run_spoolfs(bin: &Path, cluster: Option<(&str, usize)>, base: &Path, env: &Env, per_target: &[Workload], log: &mut dyn FnMut(&str), out: &mut Vec<Measure>) -> Result<()> {
     let (p1, p2, state, mnt) = (base.join("p1"), base.join("p2"), base.join("state"), base.join("mnt"));
     for d in [&p1, &p2, &state, &mnt] {
         std::fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
@@ -396,7 +422,14 @@ fn run_spoolfs(bin: &Path, base: &Path, env: &Env, per_target: &[Workload], log:
     let mut first: Result<()> = Ok(());
     if !per_target.is_empty() {
         let cfg = base.join("spoolfs.toml");
-        spoolfs::write_config(&cfg, &SpoolfsConfig { p1: &p1, p2: &p2, state_dir: &state, threads: env.spoolfs_threads })?;
+        let cluster = cluster.map(|(url, run)| spoolfs::ClusterSection {
+            etcd: url.to_string(),
+            prefix: format!("/spoolfs-bench/{}/run{}", std::process::id(), run + 1),
+        });
+        spoolfs::write_config(
+            &cfg,
+            &SpoolfsConfig { p1: &p1, p2: &p2, state_dir: &state, threads: env.spoolfs_threads, cluster: cluster.as_ref() },
+        )?;
         log(&format!("mounting {}", mnt.display()));
         let mut g = MountGuard::mount(bin, &cfg, &mnt, &base.join("spoolfs.log"), env.mount_timeout)?;
         let r = workloads::run_on_target(&mnt, &env.params, per_target, log, out);
@@ -404,8 +437,9 @@ fn run_spoolfs(bin: &Path, base: &Path, env: &Env, per_target: &[Workload], log:
         drop(g);
         first = r.and(u);
     }
-    // mount-scan runs even if a workload above failed (it uses its own mounts).
-    if let Some(c) = &env.corpus {
+    // mount-scan runs even if a workload above failed (it uses its own mounts;
+    // single-host only: the start-up scan does not depend on the cluster).
+    if let (Some(c), None) = (&env.corpus, cluster) {
         if !sys::interrupted() {
             let ms = workloads::mountscan::measure(c, bin, base, env.spoolfs_threads, env.mount_timeout, log);
             match ms {

@@ -29,6 +29,15 @@ pub struct SpoolfsConfig<'a> {
     pub p2: &'a Path,
     pub state_dir: &'a Path,
     pub threads: usize,
+    /// Cluster mode: a `[cluster]` section on this etcd.
+    pub cluster: Option<&'a ClusterSection>,
+}
+
+/// The `[cluster]` section of the cluster-mode target: one host on one
+/// etcd, with the default grant, so every tenant's limit is escrowed.
+pub struct ClusterSection {
+    pub etcd: String,
+    pub prefix: String,
 }
 
 fn toml_str(p: &Path) -> String {
@@ -66,12 +75,16 @@ tenant_limit = "1T"
 
 [control]
 state_dir = {state}
-"#,
+{cluster}"#,
         p1 = toml_str(c.p1),
         p2 = toml_str(c.p2),
         route = ROUTE_TO_P2,
         threads = c.threads,
         state = toml_str(c.state_dir),
+        cluster = c.cluster.map_or_else(String::new, |k| format!(
+            "\n[cluster]\netcd_endpoints = [\"{}\"]\nhost_id = \"bench\"\nprefix = \"{}\"\n",
+            k.etcd, k.prefix
+        )),
     );
     fs::write(path, text).ctx(|| format!("writing {}", path.display()))
 }

@@ -14,6 +14,7 @@ use toml::de::{DeTable, DeValue};
 use crate::routing::Pattern;
 
 mod checks;
+mod cluster;
 mod describe;
 mod parse;
 mod sizes;
@@ -22,6 +23,8 @@ mod tests;
 mod values;
 
 use checks::*;
+pub use cluster::ClusterConfig;
+use cluster::parse_cluster;
 use describe::*;
 use parse::*;
 pub use sizes::*;

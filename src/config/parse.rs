@@ -14,6 +14,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "mailboxes",
     "control",
     "metrics",
+    "cluster",
 ];
 
 pub(super) fn parse_document(top: &Section) -> Result<Config, ConfigError> {
@@ -32,6 +33,7 @@ pub(super) fn parse_document(top: &Section) -> Result<Config, ConfigError> {
         control: parse_control(top)?,
     })
     .and_then(|config| parse_metrics(top).map(|_| config))
+    .and_then(|config| parse_cluster(top).map(|_| config))
 }
 
 pub(super) fn syntax_error(text: &str, source: &Path, error: &toml::de::Error) -> ConfigError {

@@ -11,10 +11,14 @@ pub fn check_usable(mountpoint: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("mount point {shown} does not exist"))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(format!(
-            "mount point {shown} is a dead FUSE mount (its daemon is gone): \
+        // A dead daemon's connection answers ENOTCONN, or ECONNABORTED when
+        // the kernel aborted it with requests still in flight.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            Err(format!(
+                "mount point {shown} is a dead FUSE mount (its daemon is gone): \
              clear it with `fusermount3 -u {shown}` first"
-        )),
+            ))
+        }
         Err(e) => Err(format!("mount point {shown}: {e}")),
     }
 }

@@ -10,9 +10,12 @@
 //! additions, and a single lock is what makes "check, then charge" atomic, so
 //! concurrent reservations can never jointly overshoot a limit.
 
+mod escrow;
+pub use escrow::{TenantHolding, WantShare};
 mod overrides;
 mod report;
 mod rules;
+mod shares;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -25,7 +28,7 @@ use state::State;
 use std::fmt;
 use std::hash::Hash;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -81,6 +84,9 @@ pub struct Refusal {
     pub grace: u64,
     pub used: u64,
     pub asked: u64,
+    /// Cluster mode: `limit` is this host's share of the tenant's limit,
+    /// not the limit itself (more may come from the cluster).
+    pub share: bool,
 }
 
 impl Refusal {
@@ -100,7 +106,11 @@ impl fmt::Display for Refusal {
         if let (Scope::Tenant(_), Some(mailbox)) = (&self.scope, &self.mailbox) {
             write!(f, " (mailbox {mailbox})")?;
         }
-        write!(f, " limit {}", self.limit)?;
+        if self.share {
+            write!(f, " share of the cluster limit held here {}", self.limit)?;
+        } else {
+            write!(f, " limit {}", self.limit)?;
+        }
         if self.grace > 0 {
             write!(f, " (+{} metadata grace)", self.grace)?;
         }
@@ -167,6 +177,10 @@ pub struct Ledger {
     /// Runs after a run-time limit change may have moved quota roots (the
     /// filesystem recounts files with names in several folders).
     roots_changed: Mutex<Option<RootsChanged>>,
+    /// Signalled whenever a cluster share grows (see `escrow.rs`).
+    share_grown: Condvar,
+    /// Cluster mode: how a write short of this host's share asks for more.
+    escrow: OnceLock<escrow::Escrow>,
 }
 
 /// See [`Ledger::on_roots_changed`].
@@ -181,6 +195,7 @@ impl Ledger {
             tenants: config.tenants.clone(),
             mailboxes: configured_mailboxes(config)?,
             overrides: load_overrides(&state_dir)?,
+            cluster: Default::default(),
         };
         let mut state = State::new(rules);
         state.rebuild_accounts(config.quota.warn_percent);
@@ -192,6 +207,8 @@ impl Ledger {
             metadata_grace: config.quota.metadata_grace,
             warn_percent: config.quota.warn_percent,
             roots_changed: Mutex::new(None),
+            share_grown: Condvar::new(),
+            escrow: OnceLock::new(),
         })
     }
 
@@ -229,7 +246,7 @@ impl Ledger {
             return Ok(());
         }
         let charges: Vec<(FolderId, u64)> = charges.iter().map(|&f| (f, bytes)).collect();
-        self.charge_checked(&mut self.lock(), &charges, &[], kind)
+        self.charge_waiting(&charges, &[], kind).map(drop)
     }
 
     /// Under the lock: refuses if `charges` minus `credits` would take any
@@ -270,8 +287,7 @@ impl Ledger {
         credits: &[(FolderId, u64)],
         kind: ChargeKind,
     ) -> Result<Transfer<'_>, Refusal> {
-        let mut state = self.lock();
-        self.charge_checked(&mut state, charges, credits, kind)?;
+        let mut state = self.charge_waiting(charges, credits, kind)?;
         let credits = credits
             .iter()
             .map(|&(folder, bytes)| (folder, state.credit_held(folder, bytes, self.warn_percent)))

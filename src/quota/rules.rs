@@ -13,6 +13,10 @@ pub(super) struct LimitRules {
     /// `[mailboxes]`, keyed by parsed name.
     pub(super) mailboxes: BTreeMap<FolderRef, Limit>,
     pub(super) overrides: Overrides,
+    /// Cluster mode: tenant limits as etcd has them (one truth for every
+    /// host); they win over the configuration and local overrides, which
+    /// only seed a tenant etcd has no limit for.
+    pub(super) cluster: BTreeMap<String, Limit>,
 }
 
 impl LimitRules {
@@ -34,6 +38,9 @@ impl LimitRules {
     }
 
     pub(super) fn tenant_limit(&self, tenant: &str) -> Limit {
+        if let Some(limit) = self.cluster.get(tenant) {
+            return *limit;
+        }
         if let Some(limit) = self.overrides.tenants.get(tenant) {
             return *limit;
         }
@@ -66,6 +73,7 @@ impl LimitRules {
         let configured = self.tenants.keys();
         configured
             .chain(self.overrides.tenants.keys())
+            .chain(self.cluster.keys())
             .cloned()
             .collect()
     }

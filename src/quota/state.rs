@@ -5,6 +5,7 @@ use std::hash::Hash;
 
 use super::report::{by_partition, percent_value};
 use super::rules::LimitRules;
+use super::shares::Shares;
 use super::{FolderId, MailboxUsage, Refusal, Report, Scope, TenantUsage};
 use crate::config::Limit;
 use crate::layout::FolderRef;
@@ -118,6 +119,8 @@ pub(super) struct State {
     pub(super) mailboxes: Accounts<FolderRef>,
     pub(super) tenants: Accounts<String>,
     pub(super) rules: LimitRules,
+    /// Cluster mode: this host's shares of tenant limits.
+    pub(super) shares: Option<Shares>,
 }
 
 impl State {
@@ -127,6 +130,7 @@ impl State {
             mailboxes: Accounts::new(),
             tenants: Accounts::new(),
             rules,
+            shares: None,
         }
     }
 
@@ -201,7 +205,12 @@ impl State {
             check_account(&self.mailboxes.list[i], asked, grace)?;
         }
         for &(i, asked) in &additions.tenants {
-            check_account(&self.tenants.list[i], asked, grace).map_err(|mut r| {
+            let account = &self.tenants.list[i];
+            let checked = check_account(account, asked, grace).and_then(|()| match &self.shares {
+                Some(shares) => shares.check(account, asked, grace),
+                None => Ok(()),
+            });
+            checked.map_err(|mut r| {
                 // Name the mailbox the bytes were for: operators ask "who".
                 r.mailbox = charges
                     .iter()
@@ -439,14 +448,26 @@ pub(super) struct Additions {
 }
 
 pub(super) fn check_account(account: &Account, asked: u64, grace: u64) -> Result<(), Refusal> {
-    let Some(limit) = account.limit else {
-        return Ok(());
-    };
+    match account.limit {
+        Some(limit) => check_bound(account, limit, false, asked, grace),
+        None => Ok(()),
+    }
+}
+
+/// Refuses `asked` more bytes (plus `grace`) if they take `account` past
+/// `bound`: its limit, or (`share`) this host's share of a cluster limit.
+pub(super) fn check_bound(
+    account: &Account,
+    bound: u64,
+    share: bool,
+    asked: u64,
+    grace: u64,
+) -> Result<(), Refusal> {
     let fits = account
         .used
         .checked_add(account.held)
         .and_then(|n| n.checked_add(asked))
-        .is_some_and(|total| total <= limit.saturating_add(grace));
+        .is_some_and(|total| total <= bound.saturating_add(grace));
     if fits {
         return Ok(());
     }
@@ -454,10 +475,11 @@ pub(super) fn check_account(account: &Account, asked: u64, grace: u64) -> Result
         scope: account.scope.clone(),
         tenant: account.tenant.clone(),
         mailbox: None,
-        limit,
+        limit: bound,
         grace,
         used: account.used,
         asked,
+        share,
     })
 }
 

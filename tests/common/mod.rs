@@ -2,6 +2,7 @@
 //! temporary partitions and always unmounts, also when a test panics.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod corefs;
 pub mod posix;
 pub mod quota;

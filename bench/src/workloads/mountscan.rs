@@ -115,7 +115,7 @@ pub fn measure(corpus: &Corpus, bin: &Path, work: &Path, threads: usize, timeout
         fs::create_dir_all(&state)?;
         fs::create_dir_all(&mnt)?;
         let cfg = base.join("spoolfs.toml");
-        spoolfs::write_config(&cfg, &SpoolfsConfig { p1: &corpus.p1(), p2: &corpus.p2(), state_dir: &state, threads })?;
+        spoolfs::write_config(&cfg, &SpoolfsConfig { p1: &corpus.p1(), p2: &corpus.p2(), state_dir: &state, threads, cluster: None })?;
         if cold {
             sys::drop_caches(3);
         } else {

@@ -354,6 +354,7 @@ fn refusal_reads_as_one_operator_line() {
         grace: 0,
         used: 1_048_000,
         asked: 4096,
+        share: false,
     };
     assert_eq!(
         refusal.to_string(),

@@ -15,6 +15,7 @@ const ARCHIVE: &str = "user/john/Archive@example.org";
 const TENANT: &str = "example.org";
 
 mod limits;
+mod shares;
 
 fn config(state_dir: &Path) -> Config {
     Config {
