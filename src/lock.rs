@@ -84,8 +84,7 @@ pub fn lock_dir(path: &Path, kind: libc::c_int) -> Result<DirLock, LockError> {
         return Err(LockError::Io(e.to_string()));
     }
     let meta = dir.metadata().map_err(|e| LockError::Io(e.to_string()))?;
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    Err(match flock_holder(&locks, meta.dev(), meta.ino()) {
+    Err(match holder_of(meta.dev(), meta.ino()) {
         Some((pid, shared)) => LockError::Held {
             pid: Some(pid),
             shared,
@@ -95,6 +94,23 @@ pub fn lock_dir(path: &Path, kind: libc::c_int) -> Result<DirLock, LockError> {
             shared: false,
         },
     })
+}
+
+/// `flock_holder` on `/proc/locks`, read again if the holder is missing:
+/// the kernel builds the file a page at a time, and locks taken or dropped
+/// by other processes between two pages can make it skip lines (seen on a
+/// busy machine: the holder missing from one read).
+fn holder_of(dev: u64, ino: u64) -> Option<(u32, bool)> {
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        if let Some(holder) = flock_holder(&locks, dev, ino) {
+            return Some(holder);
+        }
+    }
+    None
 }
 
 /// The PID of a process holding an `FLOCK` on inode `ino` of device `dev`,
