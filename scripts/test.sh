@@ -59,10 +59,13 @@ if [ "${1:-}" != "--quick" ]; then
   done
   # Dovecot 2.3 (LMTP + IMAP, virtual users) on a pattern layout, both of
   # its common storage formats; installs dovecot-* itself if missing
-  for format in maildir mdbox; do
-    python3 tests/dovecot/dovecot_e2e.py --format "$format" --backend spoolfs \
-      --spoolfs-bin "$PWD/target/release/spoolfs"
-    passed=$((passed + 1))
+  for transport in $transports; do
+    for format in maildir mdbox; do
+      echo "== Dovecot end to end, $format, SPOOLFS_IO_URING=$transport"
+      SPOOLFS_IO_URING=$transport python3 tests/dovecot/dovecot_e2e.py --format "$format" \
+        --backend spoolfs --spoolfs-bin "$PWD/target/release/spoolfs"
+      passed=$((passed + 1))
+    done
   done
   # The Debian package: build, dpkg -i, mount through fstab, man -w,
   # dpkg -r / --purge (installs man-db if missing).
