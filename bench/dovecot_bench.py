@@ -23,10 +23,8 @@ import argparse
 import atexit
 import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 

@@ -13,10 +13,8 @@ Needs root.  Standard library only.  See tests/dovecot/README.md.
 
 import argparse
 import atexit
-import base64
 import collections
 import hashlib
-import imaplib
 import json
 import os
 import pwd
@@ -32,6 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import daemon_common  # noqa: E402
 from daemon_common import (  # noqa: E402  (the tests/ folder, above)
     LMTP, T0, TestFailure, check, default_spoolfs_bin,
     free_port, imap_quote, is_mounted, log, message_id_of, on_signal,
@@ -289,95 +288,18 @@ def ensure_packages():
 # --------------------------------------------------------------------------
 # messages
 
-class Corpus:
-    def __init__(self, seed):
-        self.rng = random.Random(seed)
-        self.seed = seed
-        self.data = {}   # id -> bytes as sent / appended
-        self.sha = {}    # id -> sha256 hex
-        self.n = 0
-
-    def size(self):
-        r = self.rng.random()
-        if r < 0.02:
-            return self.rng.randint(1 << 20, 3 << 20)
-        if r < 0.60:
-            return self.rng.randint(300, 4000)
-        return self.rng.randint(4000, 50_000)
-
-    def make(self, to, size=None, prefix="M"):
-        self.n += 1
-        mid = f"{prefix}{self.n}"
-        if size is None:
-            size = self.size()
-        hdr = (f"From: E2E Sender <{SENDER}>\r\n"
-               f"To: {', '.join(to)}\r\n"
-               f"Subject: spoolfs dovecot e2e message {mid}\r\n"
-               f"Message-ID: <{mid}.{self.seed}@e2e.test>\r\n"
-               f"Date: Mon, 01 Jan 2024 12:00:00 +0000\r\n"
-               f"X-E2E-Id: {mid}\r\n"
-               f"MIME-Version: 1.0\r\n"
-               f"Content-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
-        need = max(size - len(hdr), 10)
-        raw = base64.b64encode(self.rng.randbytes(need * 3 // 4 + 3))[:need]
-        lines = [raw[i:i + 76] for i in range(0, len(raw), 76)]
-        msg = hdr + b"\r\n".join(lines) + b"\r\n"
-        self.data[mid] = msg
-        self.sha[mid] = hashlib.sha256(msg).hexdigest()
-        return mid, msg
+class Corpus(daemon_common.Corpus):
+    SENDER = SENDER
+    SUBJECT = "spoolfs dovecot e2e message"
+    BIG_MAX = 3 << 20
 
 
 # --------------------------------------------------------------------------
 # IMAP
 
-class Imap:
+class Imap(daemon_common.Imap):
     def __init__(self, port, user):
-        self.user = user
-        self.c = imaplib.IMAP4("127.0.0.1", port)
-        self.c.login(user, PASSWORD)
-        self.selected = None
-
-    def ok(self, typ, data, what):
-        if typ != "OK":
-            raise TestFailure(f"IMAP {self.user}: {what}: {typ} {data}")
-        return data
-
-    def select(self, folder, readonly=False):
-        if self.selected == (folder, readonly):
-            return
-        typ, data = self.c.select(imap_quote(folder), readonly=readonly)
-        self.ok(typ, data, f"SELECT {folder}")
-        self.selected = (folder, readonly)
-
-    def unselect(self):
-        if self.selected:
-            self.c.close()
-            self.selected = None
-
-    def uids(self, folder):
-        self.select(folder, readonly=True)
-        typ, data = self.c.uid("SEARCH", None, "ALL")
-        self.ok(typ, data, f"UID SEARCH {folder}")
-        return [int(x) for x in data[0].split()]
-
-    def fetch_all(self, folder):
-        """{uid: raw bytes}"""
-        uids = self.uids(folder)
-        if not uids:
-            return {}
-        typ, data = self.c.uid("FETCH", "1:*", "(UID BODY.PEEK[])")
-        self.ok(typ, data, f"UID FETCH 1:* in {folder}")
-        out = {}
-        for d in data:
-            if not isinstance(d, tuple):
-                continue
-            m = re.search(rb"UID (\d+)", d[0])
-            check(m is not None, f"{self.user} {folder}: unexpected FETCH "
-                  f"response {d[0]!r:.200}")
-            out[int(m.group(1))] = d[1]
-        check(sorted(out) == uids, f"{self.user} {folder}: FETCH returned "
-              f"uids {sorted(out)[:20]} for {uids[:20]}")
-        return out
+        super().__init__(port, user, PASSWORD)
 
     def uid_map(self, folder):
         """{uid: message id} via a header fetch."""
@@ -411,12 +333,6 @@ class Imap:
                 name = name[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
             names.append(name.decode())
         return sorted(names)
-
-    def logout(self):
-        try:
-            self.c.logout()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 # --------------------------------------------------------------------------
