@@ -263,7 +263,17 @@ impl SpoolFs {
     /// (`FUSE_WRITE_KILL_SUIDGID`, see `handler.rs`).
     pub fn kill_suidgid(&self, fh: u64) -> FsResult<()> {
         let h = self.handles.file(fh)?;
-        Ok(backing::kill_suidgid(h.fd.as_fd())?)
+        let file = h.file();
+        if file.no_setid.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        backing::kill_suidgid(h.fd.as_fd())?;
+        // Set-group-ID without group execute stays (see `kill_suidgid`),
+        // so only a fresh look says whether any bit is left.
+        let mode = backing::stat_fd(h.fd.as_fd())?.st_mode;
+        file.no_setid
+            .store(!super::lookup::has_setid(mode), Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::accounts::FileState;
@@ -112,6 +112,11 @@ pub struct FileNode {
     pub opens: Mutex<OpenState>,
     /// Signalled when the last passthrough open of this file is released.
     pub passthrough_gone: Condvar,
+    /// Known to carry no set-user-ID or set-group-ID bit, so a write that
+    /// must clear them (`kill_suidgid`) costs no `fstat`: read from the
+    /// `lstat` the node was made from, kept by every mode change (only the
+    /// daemon changes modes while mounted; chown only clears bits).
+    pub no_setid: AtomicBool,
 }
 
 /// Open-mode bookkeeping for passthrough: the kernel wants every open of an

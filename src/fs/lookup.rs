@@ -1,6 +1,7 @@
 //! lookup, getattr, forget, readlink.
 
 use std::ffi::{CStr, OsStr};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::inode::{Body, DirNode, FileNode, Key, LeafNode, Loc, Node, OpenState};
@@ -146,6 +147,12 @@ impl SpoolFs {
             state,
             opens: Mutex::new(OpenState::default()),
             passthrough_gone: Condvar::new(),
+            no_setid: AtomicBool::new(!has_setid(st.st_mode)),
         }))
     }
+}
+
+/// Whether a mode carries set-user-ID or set-group-ID.
+pub(super) fn has_setid(mode: u32) -> bool {
+    mode & (libc::S_ISUID | libc::S_ISGID) != 0
 }

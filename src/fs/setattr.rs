@@ -4,7 +4,10 @@
 
 use std::os::fd::BorrowedFd;
 
+use std::sync::atomic::Ordering;
+
 use super::inode::{Body, Node};
+use super::lookup::has_setid;
 use super::{Attr, SetTime, SpoolFs};
 use crate::backing::{self, AsFdRef};
 use crate::error::{FsError, FsResult};
@@ -45,8 +48,13 @@ impl SpoolFs {
             matches!(node.body, Body::Other(_)) && is_symlink(&node),
         ) {
             apply(&|fd| backing::chmod_fd(fd, mode & 0o7777))?;
-        } else if a.kill_suidgid && matches!(node.body, Body::File(_)) {
-            apply(&backing::kill_suidgid)?;
+            if let Body::File(f) = &node.body {
+                f.no_setid.store(!has_setid(mode), Ordering::Relaxed);
+            }
+        } else if let (true, Body::File(f)) = (a.kill_suidgid, &node.body) {
+            if !f.no_setid.load(Ordering::Relaxed) {
+                apply(&backing::kill_suidgid)?;
+            }
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));
