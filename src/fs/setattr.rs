@@ -51,10 +51,10 @@ impl SpoolFs {
             if let Body::File(f) = &node.body {
                 f.no_setid.store(!has_setid(mode), Ordering::Relaxed);
             }
-        } else if let (true, Body::File(f)) = (a.kill_suidgid, &node.body) {
-            if !f.no_setid.load(Ordering::Relaxed) {
-                apply(&backing::kill_suidgid)?;
-            }
+        } else if let (true, Body::File(f)) = (a.kill_suidgid, &node.body)
+            && !f.no_setid.load(Ordering::Relaxed)
+        {
+            apply(&backing::kill_suidgid)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let (at, mt) = (a.atime.map(timespec), a.mtime.map(timespec));
