@@ -15,7 +15,7 @@ use fuser::{
 };
 
 use super::convert::{file_attr, file_type, set_time};
-use super::handler::{Answer, Handler, XattrAnswer};
+use super::handler::{self, Answer, Handler, XattrAnswer};
 use super::uring::Offer;
 use crate::fs::{Attr, Caller, PassthroughId, SetAttr};
 
@@ -68,9 +68,8 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-/// Page cache kept across opens: nothing but this daemon writes the
-/// partitions while mounted, and writes are write-through.
-pub(super) const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+/// `handler::OPEN_FLAGS` in fuser's type.
+const OPEN_FLAGS: FopenFlags = FopenFlags::from_bits_retain(handler::OPEN_FLAGS);
 const GEN: Generation = Generation(0);
 
 impl Filesystem for FuseAdapter {
@@ -469,5 +468,16 @@ impl Filesystem for FuseAdapter {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(Errno::from_i32(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire value the ring transport sends is fuser's keep-cache flag.
+    #[test]
+    fn both_transports_open_with_keep_cache() {
+        assert_eq!(OPEN_FLAGS, FopenFlags::FOPEN_KEEP_CACHE);
     }
 }

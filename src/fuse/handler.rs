@@ -18,6 +18,12 @@ use crate::fs::{Attr, Caller, DirEntryOut, Opened, PassthroughId, SetAttr, Spool
 use crate::invalidate::DirInvalidator;
 use crate::metrics::{self, Op};
 
+/// The open flags of a handle the daemon serves (not passthrough), on the
+/// wire (`FOPEN_KEEP_CACHE`): the page cache is kept across opens, since
+/// nothing but this daemon writes the partitions while mounted and writes
+/// are write-through. One policy for both transports.
+pub const OPEN_FLAGS: u32 = 1 << 1;
+
 /// A request's outcome: the answer, or the errno to reply with.
 pub type Answer<T> = Result<T, i32>;
 

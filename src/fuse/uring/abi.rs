@@ -43,8 +43,7 @@ pub mod op {
     pub const COPY_FILE_RANGE: u32 = 47;
 }
 
-/// `fuse_open_out.open_flags`.
-pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+/// `fuse_open_out.open_flags` (the daemon's own: `handler::OPEN_FLAGS`).
 pub const FOPEN_PASSTHROUGH: u32 = 1 << 7;
 
 /// `fuse_getattr_in.getattr_flags`: `fh` is valid.

@@ -17,7 +17,7 @@ use log::debug;
 use super::abi::{self, Wire, op};
 use super::backing::{DevFuse, RingBacking};
 use crate::fs::{Attr, Caller, FileKind, PassthroughId, SetAttr, SetTime};
-use crate::fuse::handler::{Answer, Handler, XattrAnswer};
+use crate::fuse::handler::{Answer, Handler, OPEN_FLAGS, XattrAnswer};
 
 /// One request as the kernel put it in a ring entry.
 pub struct Request<'a> {
@@ -275,7 +275,7 @@ fn open(h: &Handler, dev: &DevFuse, req: &Request) -> Reply {
     let make_backing = |fd: BorrowedFd| dev.open_backing(fd).map(PassthroughId::new);
     let opened = h.open(req.header.nodeid, a.flags as i32, make_backing)?;
     let (open_flags, backing_id) = match &opened.backing {
-        None => (super::KEEP_CACHE, 0),
+        None => (OPEN_FLAGS, 0),
         Some(b) => match b.get::<RingBacking>() {
             Some(backing) => (abi::FOPEN_PASSTHROUGH, backing.id()),
             // Registered through the other transport, before the ring was
@@ -400,7 +400,7 @@ fn create(h: &Handler, req: &Request) -> Reply {
         entry: entry_out(h.ttl(), &attr),
         open: abi::OpenOut {
             fh,
-            open_flags: super::KEEP_CACHE,
+            open_flags: OPEN_FLAGS,
             backing_id: 0,
         },
     })

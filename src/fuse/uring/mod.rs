@@ -28,15 +28,10 @@ use std::time::{Duration, Instant};
 use crate::config::IoUringMode;
 use crate::fuse::handler::Handler;
 
-pub use backing::DevFuse;
-
 /// The largest request or reply payload: one write of 256 pages. INIT
 /// sets `max_write` to it when the ring is used, and the kernel refuses
 /// entries with smaller payload buffers.
 pub const MAX_PAYLOAD: usize = 1 << 20;
-
-/// Open reply flags for handles the daemon serves (as `devfuse.rs`).
-const KEEP_CACHE: u32 = abi::FOPEN_KEEP_CACHE;
 
 const ENABLE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 
@@ -120,7 +115,7 @@ impl Rings {
 /// each thread is pinned to its CPU. Returns once every entry is
 /// registered, or with the kernel's refusal.
 pub fn start(handler: Arc<Handler>, dev: OwnedFd, threads: usize) -> Result<Rings, String> {
-    let dev = DevFuse::new(dev);
+    let dev = backing::DevFuse::new(dev);
     let possible = cpu_count("/sys/devices/system/cpu/possible")?;
     let online = cpu_list("/sys/devices/system/cpu/online").unwrap_or_default();
     let per_queue = threads.div_ceil(online.len().max(1)).max(1);
