@@ -250,7 +250,10 @@ fn process_name(pid: u32) -> String {
 /// request threads on two transports, which thread first serves what is
 /// up to the scheduler, and resident memory stepped up by megabytes at
 /// random long after start. One arena per CPU bounds it; the daemon's
-/// allocations are small and short, so the shared arenas cost little.
+/// allocations are small and short (real Cyrus over io_uring, A/B against
+/// glibc's default in the same alternating rounds: delivery 0.65 vs 0.73
+/// and 0.77 vs 0.78 of native in two runs, fetch 0.93/0.92 and 0.91/0.91,
+/// within this machine's noise).
 fn bound_allocator_arenas() {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     // SAFETY: mallopt only sets a tunable; called before any thread exists.
