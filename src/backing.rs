@@ -430,15 +430,21 @@ pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     cvt_len(n)
 }
 
-pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
-    let n = unsafe {
-        libc::pwrite(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            offset as libc::off_t,
-        )
+/// `sync_flags`: the caller's `O_SYNC`/`O_DSYNC`, for a descriptor that
+/// was not opened with them (`pwritev2` with `RWF_SYNC`/`RWF_DSYNC`).
+pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64, sync_flags: i32) -> io::Result<usize> {
+    let rwf = if sync_flags & libc::O_SYNC == libc::O_SYNC {
+        libc::RWF_SYNC
+    } else if sync_flags & libc::O_DSYNC != 0 {
+        libc::RWF_DSYNC
+    } else {
+        0
     };
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, offset as libc::off_t, rwf) };
     cvt_len(n)
 }
 

@@ -50,6 +50,9 @@ pub enum FsError {
     /// Extended attributes are off (`[mount] xattrs = false`): `ENOSYS`,
     /// which tells the kernel to stop sending that kind of request.
     XattrsOff,
+    /// Per-file descriptors (`[mount] open_handles = false`): OPEN is
+    /// answered `ENOSYS`, and the kernel opens files without asking.
+    OpensByKernel,
     /// A partition failed (I/O error, read-only, full): its name, and the
     /// error as the backing call returned it.
     Partition { name: String, source: io::Error },
@@ -76,7 +79,7 @@ impl FsError {
             FsError::Quota(_) => libc::EDQUOT,
             FsError::CrossPartition => libc::EXDEV,
             FsError::Stale => libc::ESTALE,
-            FsError::XattrsOff => libc::ENOSYS,
+            FsError::XattrsOff | FsError::OpensByKernel => libc::ENOSYS,
             FsError::Partition { source: e, .. } | FsError::Io(e) => {
                 e.raw_os_error().unwrap_or(libc::EIO)
             }
@@ -116,6 +119,12 @@ impl fmt::Display for FsError {
             FsError::CrossPartition => write!(f, "cross-partition rename or link"),
             FsError::Stale => write!(f, "stale inode or handle"),
             FsError::XattrsOff => write!(f, "extended attributes are off ([mount] xattrs = false)"),
+            FsError::OpensByKernel => {
+                write!(
+                    f,
+                    "files are opened by the kernel ([mount] open_handles = false)"
+                )
+            }
             FsError::Partition { name, source } => write!(f, "partition {name}: {source}"),
             FsError::Io(e) => write!(f, "{e}"),
         }

@@ -271,6 +271,9 @@ fn apply_options(config: &mut Config, options: &MountOptions) {
     if let Some(xattrs) = options.xattrs {
         config.mount.xattrs = xattrs;
     }
+    if let Some(open_handles) = options.open_handles {
+        config.mount.open_handles = open_handles;
+    }
     if let Some(mode) = options.io_uring {
         config.mount.io_uring = mode;
     }

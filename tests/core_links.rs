@@ -55,15 +55,15 @@ fn a_link_into_another_mailbox_or_quota_root_charges_it() {
     assert_eq!(usage(&c), (100 * K, 100 * K, 100 * K));
     assert_eq!(c.tenant(TENANT), 300 * K);
     // Growth through any name charges each root once.
-    let fh = c.open_rw(&p(JOHN, "Trash/1.")).unwrap();
-    c.write(fh, 100 * K, K).unwrap();
-    c.fs.release(fh);
+    let f = c.open_rw(&p(JOHN, "Trash/1.")).unwrap();
+    c.write(f, 100 * K, K).unwrap();
+    c.fs.release(f.1);
     assert_eq!(usage(&c), (101 * K, 101 * K, 101 * K));
     // jane full: growth is refused for every name.
     c.put(&p(JANE, "2."), 155 * K).unwrap();
-    let fh = c.open_rw(&p(JOHN, "1.")).unwrap();
-    assert_eq!(errno(c.write(fh, 101 * K, K)), libc::EDQUOT);
-    c.fs.release(fh);
+    let f = c.open_rw(&p(JOHN, "1.")).unwrap();
+    assert_eq!(errno(c.write(f, 101 * K, K)), libc::EDQUOT);
+    c.fs.release(f.1);
     assert_core_recount(&c);
 }
 

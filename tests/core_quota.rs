@@ -16,10 +16,10 @@ use common::quota::{
 fn write_up_to_the_limit_then_edquot_changing_nothing() {
     let c = core();
     c.put(&p(JOHN, "1."), 200 * K).unwrap();
-    let (_, fh) = c.create(&p(JOHN, "2.")).unwrap();
-    assert_eq!(c.write(fh, 0, 56 * K).unwrap(), 56 * K as u32);
-    assert_eq!(errno(c.write(fh, 56 * K, 1)), libc::EDQUOT);
-    c.fs.release(fh);
+    let f = c.create(&p(JOHN, "2.")).unwrap();
+    assert_eq!(c.write(f, 0, 56 * K).unwrap(), 56 * K as u32);
+    assert_eq!(errno(c.write(f, 56 * K, 1)), libc::EDQUOT);
+    c.fs.release(f.1);
     assert_eq!(c.mailbox(JOHN_MB), 256 * K);
     assert_core_recount(&c);
 }
@@ -40,14 +40,14 @@ fn truncate_up_is_checked_and_down_refunds() {
 #[test]
 fn fallocate_is_checked_and_keep_size_charges_nothing() {
     let c = core();
-    let (_, fh) = c.create(&p(JOHN, "1.")).unwrap();
-    c.fs.fallocate(fh, 0, 200 * K, 0).unwrap();
+    let f = c.create(&p(JOHN, "1.")).unwrap();
+    c.fs.fallocate(f.0, f.1, 0, 200 * K, 0).unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 200 * K);
-    assert_eq!(errno(c.fs.fallocate(fh, 0, 300 * K, 0)), libc::EDQUOT);
-    c.fs.fallocate(fh, 0, 300 * K, libc::FALLOC_FL_KEEP_SIZE)
+    assert_eq!(errno(c.fs.fallocate(f.0, f.1, 0, 300 * K, 0)), libc::EDQUOT);
+    c.fs.fallocate(f.0, f.1, 0, 300 * K, libc::FALLOC_FL_KEEP_SIZE)
         .unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 200 * K);
-    c.fs.release(fh);
+    c.fs.release(f.1);
     assert_core_recount(&c);
 }
 
@@ -65,9 +65,9 @@ fn stage_is_never_refused_and_a_link_charges_the_mailbox() {
     c.link(&p(STAGE, "small"), &p(JANE, "1.")).unwrap();
     assert_eq!(c.mailbox(JANE_MB), 10 * K);
     // Growth through any name charges every mailbox it is in.
-    let fh = c.open_rw(&p(STAGE, "small")).unwrap();
-    c.write(fh, 10 * K, K).unwrap();
-    c.fs.release(fh);
+    let f = c.open_rw(&p(STAGE, "small")).unwrap();
+    c.write(f, 10 * K, K).unwrap();
+    c.fs.release(f.1);
     assert_eq!(c.mailbox(JANE_MB), 11 * K);
     assert_core_recount(&c);
 }
@@ -189,9 +189,9 @@ fn a_restart_rebuilds_the_same_usage() {
     let after = (c.mailbox(JOHN_MB), c.mailbox(JANE_MB), c.tenant(TENANT));
     assert_eq!(before, after);
     // The link's two charges survive: growth charges both mailboxes.
-    let fh = c.open_rw(&p(JOHN, "1.")).unwrap();
-    c.write(fh, 10 * K, K).unwrap();
-    c.fs.release(fh);
+    let f = c.open_rw(&p(JOHN, "1.")).unwrap();
+    c.write(f, 10 * K, K).unwrap();
+    c.fs.release(f.1);
     assert_eq!((c.mailbox(JOHN_MB), c.mailbox(JANE_MB)), (11 * K, 11 * K));
     assert_core_recount(&c);
 }

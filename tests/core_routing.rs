@@ -101,7 +101,10 @@ fn errors_name_their_reason() {
     ));
     assert!(matches!(c.fs.readlink(a), Err(FsError::WrongKind)));
     assert!(matches!(c.fs.getattr(1 << 60, None), Err(FsError::Stale)));
-    assert!(matches!(c.fs.write(999, 0, b"x"), Err(FsError::BadHandle)));
+    assert!(matches!(
+        c.fs.write(ROOT, 999, 0, b"x", 0),
+        Err(FsError::BadHandle)
+    ));
     let long = "n".repeat(300);
     assert!(matches!(
         c.fs.lookup(a, os(&long)),

@@ -315,7 +315,8 @@ fn shrinking_refunds_at_once() {
 /// readers are gone the writer's growth is refused at the limit as always.
 #[test]
 fn passthrough_readers_never_let_a_writer_past_the_limit() {
-    let m = boxes("", &[JOHN]);
+    // Passthrough needs a descriptor per open.
+    let m = boxes("[mount]\nopen_handles = true\n", &[JOHN]);
     let msg = format!("{JOHN}/1.");
     let data = put_n(&m, &msg, 200 * K, 7);
     // The daemon may hear of the writer's close (an asynchronous RELEASE)

@@ -67,6 +67,10 @@ struct Cli {
     /// limits are escrowed in etcd (e.g. http://127.0.0.1:2379).
     #[arg(long, value_name = "URL")]
     etcd: Option<String>,
+    /// Mount options for the spoolfs target (`spoolfs mount -o OPTS`), to
+    /// measure one lever, e.g. `noopen_handles` or `io_uring=off`.
+    #[arg(long, value_name = "OPTS")]
+    mount_options: Option<String>,
     /// Seconds to wait for a spoolfs mount to appear.
     #[arg(long, default_value_t = 600)]
     mount_timeout: u64,
@@ -117,6 +121,7 @@ struct Env {
     sel: Vec<Workload>,
     spoolfs_threads: usize,
     mount_timeout: Duration,
+    mount_options: Option<String>,
     corpus: Option<workloads::mountscan::Corpus>,
 }
 
@@ -271,6 +276,7 @@ fn run(cli: Cli) -> Result<i32> {
         sel: sel.clone(),
         spoolfs_threads: cli.spoolfs_threads,
         mount_timeout: Duration::from_secs(cli.mount_timeout),
+        mount_options: cli.mount_options.clone(),
         corpus: None,
     };
     let t_start = Instant::now();
@@ -431,7 +437,7 @@ fn run_spoolfs(bin: &Path, cluster: Option<(&str, usize)>, base: &Path, env: &En
             &SpoolfsConfig { p1: &p1, p2: &p2, state_dir: &state, threads: env.spoolfs_threads, cluster: cluster.as_ref() },
         )?;
         log(&format!("mounting {}", mnt.display()));
-        let mut g = MountGuard::mount(bin, &cfg, &mnt, &base.join("spoolfs.log"), env.mount_timeout)?;
+        let mut g = MountGuard::mount(bin, &cfg, &mnt, &base.join("spoolfs.log"), env.mount_timeout, env.mount_options.as_deref())?;
         let r = workloads::run_on_target(&mnt, &env.params, per_target, log, out);
         let u = g.unmount();
         drop(g);

@@ -115,10 +115,10 @@ fn log_tail(log: &Path) -> String {
 }
 
 impl MountGuard {
-    /// `BIN mount --config CFG MNT`, stdout+stderr to `log`; waits until MNT
+    /// `BIN mount --config CFG [-o OPTIONS] MNT`, stdout+stderr to `log`; waits until MNT
     /// is a `fuse.spoolfs` mount in /proc/mounts (or the daemon dies, or
     /// `timeout` passes).
-    pub fn mount(bin: &Path, cfg: &Path, mnt: &Path, log: &Path, timeout: Duration) -> Result<MountGuard> {
+    pub fn mount(bin: &Path, cfg: &Path, mnt: &Path, log: &Path, timeout: Duration, options: Option<&str>) -> Result<MountGuard> {
         use std::os::unix::process::CommandExt;
         if sys::mount_at(mnt).is_some() {
             return Err(format!("{} is already a mount point", mnt.display()).into());
@@ -127,10 +127,11 @@ impl MountGuard {
         let err = out.try_clone()?;
         let mut watch = sys::MountWatch::new()?;
         let mut cmd = Command::new(bin);
-        cmd.arg("mount")
-            .arg("--config")
-            .arg(cfg)
-            .arg(mnt)
+        cmd.arg("mount").arg("--config").arg(cfg);
+        if let Some(o) = options {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.arg(mnt)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

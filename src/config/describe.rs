@@ -103,11 +103,12 @@ pub(super) fn describe_quota(quota: &QuotaConfig) -> String {
 pub(super) fn describe_mount(mount: &MountConfig) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     format!(
-        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, xattrs {}, io_uring {}, held descriptors {}",
+        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, open handles {}, xattrs {}, io_uring {}, held descriptors {}",
         mount.threads,
         yes_no(mount.allow_other),
         mount.ttl_secs,
         yes_no(mount.passthrough),
+        yes_no(mount.open_handles),
         yes_no(mount.xattrs),
         mount.io_uring.name(),
         mount

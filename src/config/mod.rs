@@ -72,8 +72,13 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// Entry and attribute cache lifetime handed to the kernel.
     pub ttl_secs: u64,
-    /// Kernel passthrough for read-only opens (Linux >= 6.9).
+    /// Kernel passthrough for read-only opens (Linux >= 6.9); needs
+    /// `open_handles`.
     pub passthrough: bool,
+    /// A backing descriptor per `open(2)`, with OPEN and RELEASE. Off, the
+    /// kernel opens files without asking and the daemon keeps one
+    /// descriptor per file (see `fs/handles.rs`).
+    pub open_handles: bool,
     /// Extended attributes served. Off, the daemon answers the first
     /// xattr request `ENOSYS` and the kernel stops asking: no more
     /// `GETXATTR security.capability` before every buffered `write()`
@@ -228,6 +233,7 @@ impl Default for MountConfig {
             allow_other: true,
             ttl_secs: 60,
             passthrough: true,
+            open_handles: false,
             xattrs: true,
             held_descriptors: None,
             io_uring: IoUringMode::Auto,

@@ -153,6 +153,7 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         "allow_other",
         "ttl_secs",
         "passthrough",
+        "open_handles",
         "xattrs",
         "held_descriptors",
         "io_uring",
@@ -171,6 +172,9 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         passthrough: section
             .value("passthrough", boolean)?
             .unwrap_or(defaults.passthrough),
+        open_handles: section
+            .value("open_handles", boolean)?
+            .unwrap_or(defaults.open_handles),
         xattrs: section.value("xattrs", boolean)?.unwrap_or(defaults.xattrs),
         held_descriptors: section.value("held_descriptors", integer_in(0, i64::MAX))?,
         io_uring: section

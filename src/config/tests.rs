@@ -22,6 +22,7 @@ threads = 8
 allow_other = false
 ttl_secs = 30
 passthrough = false
+open_handles = false
 xattrs = false
 held_descriptors = 5000
 io_uring = "off"
@@ -111,6 +112,7 @@ fn full_example_parses_to_the_expected_config() {
             allow_other: false,
             ttl_secs: 30,
             passthrough: false,
+            open_handles: false,
             xattrs: false,
             held_descriptors: Some(5000),
             io_uring: IoUringMode::Off,
@@ -726,7 +728,7 @@ fn describe_lists_everything_an_operator_checks() {
         "  example.org: limit 5.0G, mailbox limit 2.0G",
         "  example.com: limit none, mailbox limit (quota default)",
         "  user/john@example.org: limit 1.0G",
-        "mount: 8 threads, allow_other no, ttl 30s, passthrough no, xattrs no",
+        "mount: 8 threads, allow_other no, ttl 30s, passthrough no, open handles no, xattrs no",
         "control: state dir /var/lib/spoolfs-test, admins: root and uids 1000, 1001",
     ] {
         assert!(

@@ -26,11 +26,23 @@ impl SpoolFs {
     ) -> FsResult<(Attr, u64)> {
         let mode = mode & !umask & 0o7777;
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
-        let fd = backing::create_at(pfd.as_fd_ref(), &c, flags & OPEN_FLAGS_KEPT, mode)?;
+        // A per-file descriptor serves every later open of the file too:
+        // read-write, and without the caller's O_SYNC (which comes with
+        // each write instead).
+        let flags = match self.open_handles() {
+            true => flags & OPEN_FLAGS_KEPT,
+            false => libc::O_RDWR,
+        };
+        let fd = backing::create_at(pfd.as_fd_ref(), &c, flags, mode)?;
         self.give_to_caller(&fd, who, &pfd, mode)?;
         let (node, st) = self.lookup_node(&dir, name)?;
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let fh = self.add_open(node.clone(), fd, writable)?;
+        let fh = match self.open_handles() {
+            true => {
+                let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+                self.add_open(node.clone(), fd, writable)?
+            }
+            false => self.keep_shared(node.clone(), fd),
+        };
         Ok((self.attr(node.ino, &st), fh))
     }
 

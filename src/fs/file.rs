@@ -11,12 +11,12 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use log::warn;
 
+use super::handles::NO_HANDLE;
 use super::inode::{FileNode, Node};
 use super::{PassthroughId, SpoolFs};
 use crate::backing;
@@ -24,46 +24,37 @@ use crate::error::{FsError, FsResult};
 use crate::layout::CYRUS_HEADER;
 
 pub struct OpenFile {
-    node: Arc<Node>,
+    pub(super) node: Arc<Node>,
     fd: OwnedFd,
     writable: bool,
     passthrough: bool,
+    /// A per-file descriptor kept until FORGET (see `handles.rs`).
+    pub(super) pinned: AtomicBool,
 }
 
 impl OpenFile {
+    /// A descriptor the daemon keeps for every open of a file the kernel
+    /// opened without asking (see `handles.rs`).
+    pub(super) fn shared(node: Arc<Node>, fd: OwnedFd, writable: bool) -> OpenFile {
+        OpenFile {
+            node,
+            fd,
+            writable,
+            passthrough: false,
+            pinned: AtomicBool::new(false),
+        }
+    }
+
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    fn file(&self) -> &FileNode {
+    pub(super) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    pub(super) fn file(&self) -> &FileNode {
         self.node.file().expect("open files are regular files")
-    }
-}
-
-/// Open file handles, by the number the kernel holds. Directories have
-/// none: the kernel opens them itself (see `listing.rs`).
-#[derive(Default)]
-pub struct Handles {
-    next: AtomicU64,
-    files: DashMap<u64, Arc<OpenFile>>,
-}
-
-impl Handles {
-    fn next(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    fn add_file(&self, f: OpenFile) -> u64 {
-        let fh = self.next();
-        self.files.insert(fh, Arc::new(f));
-        fh
-    }
-
-    fn file(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
-        self.files
-            .get(&fh)
-            .map(|f| f.clone())
-            .ok_or(FsError::BadHandle)
     }
 }
 
@@ -100,6 +91,9 @@ impl SpoolFs {
         flags: i32,
         make_backing: impl FnOnce(BorrowedFd) -> io::Result<PassthroughId>,
     ) -> FsResult<Opened> {
+        if !self.open_handles() {
+            return Err(FsError::OpensByKernel);
+        }
         let node = self.node(ino)?;
         let file = node.file().ok_or(FsError::WrongKind)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -111,9 +105,10 @@ impl SpoolFs {
             fd,
             writable,
             passthrough,
+            pinned: AtomicBool::new(false),
         });
         if writable && flags & libc::O_TRUNC != 0 {
-            let h = self.handles.file(fh)?;
+            let h = self.open_file(ino, fh)?;
             if let Err(e) = self.truncate_handle(&h, 0) {
                 self.release(fh); // undo the open's bookkeeping
                 return Err(e);
@@ -137,6 +132,7 @@ impl SpoolFs {
             fd,
             writable,
             passthrough: false,
+            pinned: AtomicBool::new(false),
         }))
     }
 
@@ -212,7 +208,7 @@ impl SpoolFs {
     }
 
     pub fn release(&self, fh: u64) {
-        let Some((_, h)) = self.handles.files.remove(&fh) else {
+        let Some(h) = self.handles.remove_file(fh) else {
             return;
         };
         self.header_written(&h);
@@ -231,8 +227,8 @@ impl SpoolFs {
         }
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let h = self.handles.file(fh)?;
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.open_file(ino, fh)?;
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
@@ -246,23 +242,40 @@ impl SpoolFs {
         Ok(buf)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let h = self.handles.file(fh)?;
+    /// `open_flags`: those of the caller's open file, which a per-file
+    /// descriptor does not carry: its `O_SYNC`/`O_DSYNC` apply per write.
+    pub fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        open_flags: i32,
+    ) -> FsResult<u32> {
+        let h = self.open_file_for_write(ino, fh)?;
+        let sync_flags = match fh {
+            NO_HANDLE => open_flags & (libc::O_SYNC | libc::O_DSYNC),
+            _ => 0,
+        };
         let end = offset + data.len() as u64;
         let n = self.change_size(
             h.file(),
             "write",
             |old| old.max(end),
-            || backing::pwrite(h.fd.as_fd(), data, offset),
+            || backing::pwrite(h.fd.as_fd(), data, offset, sync_flags),
             |n, old| old.max(offset + *n as u64),
         )?;
+        if fh == NO_HANDLE {
+            // No RELEASE will come for a per-file descriptor.
+            self.header_written(&h);
+        }
         Ok(n as u32)
     }
 
     /// Before a write by a caller without `CAP_FSETID`
     /// (`FUSE_WRITE_KILL_SUIDGID`, see `handler.rs`).
-    pub fn kill_suidgid(&self, fh: u64) -> FsResult<()> {
-        let h = self.handles.file(fh)?;
+    pub fn kill_suidgid(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let h = self.open_file(ino, fh)?;
         let file = h.file();
         if file.no_setid.load(Ordering::Relaxed) {
             return Ok(());
@@ -276,16 +289,23 @@ impl SpoolFs {
         Ok(())
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
-        let h = self.handles.file(fh)?;
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> FsResult<()> {
+        let h = self.open_file(ino, fh)?;
         backing::sync_fd(h.fd(), datasync)
             .map_err(|e| self.on_partition(h.file().leaf.part, e.into()))?;
         self.header_written(&h);
         Ok(())
     }
 
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
-        let h = self.handles.file(fh)?;
+    pub fn fallocate(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        let h = self.open_file_for_write(ino, fh)?;
         let fd = h.fd.as_fd();
         self.change_size(
             h.file(),
@@ -300,22 +320,22 @@ impl SpoolFs {
         )
     }
 
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
-        let h = self.handles.file(fh)?;
+    pub fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let h = self.open_file(ino, fh)?;
         Ok(backing::lseek(h.fd(), offset, whence)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `from` and `to` are (inode, handle) pairs.
     pub fn copy_file_range(
         &self,
-        fh_in: u64,
+        from: (u64, u64),
         off_in: u64,
-        fh_out: u64,
+        to: (u64, u64),
         off_out: u64,
         len: u64,
     ) -> FsResult<u32> {
-        let hin = self.handles.file(fh_in)?;
-        let hout = self.handles.file(fh_out)?;
+        let hin = self.open_file(from.0, from.1)?;
+        let hout = self.open_file_for_write(to.0, to.1)?;
         let in_size = backing::stat_fd(hin.fd.as_fd())?.st_size as u64;
         let len = len.min(in_size.saturating_sub(off_in)).min(u32::MAX as u64);
         let n = self.change_size(
@@ -349,17 +369,6 @@ impl SpoolFs {
             || backing::ftruncate(fd.as_fd(), size),
             |_, _| size,
         )
-    }
-
-    /// The descriptor of an open handle, for setattr with a handle.
-    pub(super) fn handle_fd(&self, fh: u64) -> Option<Arc<OpenFile>> {
-        self.handles.file(fh).ok()
-    }
-
-    /// Open file `fh`, if it is open on inode `ino`.
-    pub(super) fn open_file_of(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
-        let h = self.handles.file(fh).ok()?;
-        (h.node.ino == ino).then_some(h)
     }
 
     /// `fstat` through open file `fh`, if it is open on inode `ino`.

@@ -33,6 +33,7 @@ impl SpoolFs {
         if let Some(node) = self.inodes.forget(ino, n)
             && let Some(f) = node.file()
         {
+            self.handles.forget(ino);
             self.accounts.release_file_state(f);
         }
     }

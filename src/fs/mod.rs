@@ -13,6 +13,7 @@
 //! - `listing.rs` the snapshots READDIR serves, and their offsets
 //! - `create.rs`  create, mknod, symlink
 //! - `file.rs`    open, read, write, fsync, release, fallocate, lseek, copy_file_range
+//! - `handles.rs` the descriptors behind handles: one per open, or one per file
 //! - `setattr.rs` chmod, chown, utimens, truncate
 //! - `rename.rs`  rename, link, unlink
 //! - `xattr.rs`   extended attributes
@@ -26,6 +27,7 @@ mod anchor;
 mod create;
 mod dir;
 mod file;
+mod handles;
 mod health;
 pub mod inode;
 mod listing;
@@ -51,9 +53,9 @@ use crate::quota::Ledger;
 use crate::routing::Router;
 
 use accounts::Accounts;
-pub use anchor::set_budget as set_descriptor_budget;
 pub use dir::DirEntryOut;
 pub use file::Opened;
+pub use handles::NO_HANDLE;
 use inode::{Body, DirNode, InodeTable, Key, Loc, Node, ROOT_INO};
 pub use listing::{Page as ListingPage, offset_after};
 pub use setattr::SetAttr;
@@ -88,11 +90,18 @@ pub struct SpoolFs {
     /// The one accounting path (see `accounts.rs`).
     pub accounts: Accounts,
     inodes: InodeTable,
-    handles: file::Handles,
+    handles: handles::Handles,
     /// Off once the kernel has refused a passthrough backing file.
     passthrough: AtomicBool,
     pub ttl: Duration,
     health: health::HealthLog,
+}
+
+/// How many descriptors file nodes may hold (`[mount] held_descriptors`):
+/// their anchors, and separately their per-file descriptors.
+pub fn set_descriptor_budget(n: usize) {
+    anchor::set_budget(n);
+    handles::set_budget(n);
 }
 
 impl SpoolFs {
@@ -126,7 +135,7 @@ impl SpoolFs {
             accounts: Accounts::new(ledger.clone()),
             ledger,
             inodes: InodeTable::new(root, &root_keys),
-            handles: file::Handles::default(),
+            handles: handles::Handles::default(),
             health: health::HealthLog::new(partition_count),
         })
     }

@@ -46,6 +46,7 @@ impl SpoolFs {
         }
         let key = Key::of(&st);
         let state = self.known_state(key, &st, &dir);
+        self.keep_open_past_last_name(&st);
         self.remove_name(key, &state, &dir, unlink)
     }
 
@@ -147,6 +148,9 @@ impl SpoolFs {
         }
         let src_state = is_reg(&st).then(|| self.known_state(Key::of(&st), &st, n.src_dir));
         let replaced = dst.map(|d| d[0].1).filter(is_reg);
+        if let (Some(d), false) = (&replaced, flags & RENAME_EXCHANGE != 0) {
+            self.keep_open_past_last_name(d);
+        }
         let dst_state =
             replaced.map(|d| (Key::of(&d), self.known_state(Key::of(&d), &d, n.dst_dir)));
         let plan = RenamePlan {

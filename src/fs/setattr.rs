@@ -69,7 +69,7 @@ impl SpoolFs {
             Body::Dir(_) => return Err(FsError::IsDir),
             Body::Other(_) => return Err(FsError::WrongKind),
         };
-        if let Some(h) = fh.and_then(|fh| self.handle_fd(fh)) {
+        if let Some(h) = fh.and_then(|fh| self.open_file_of(fh, node.ino)) {
             return self.truncate_handle(&h, size);
         }
         let leaf_fd = file.leaf.fd()?;

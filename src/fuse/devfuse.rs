@@ -253,7 +253,7 @@ impl Filesystem for FuseAdapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -261,7 +261,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.handler.read(fh.0, offset, size) {
+        match self.handler.read(ino.0, fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(Errno::from_i32(e)),
         }
@@ -270,17 +270,17 @@ impl Filesystem for FuseAdapter {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.handler.write(fh.0, offset, data, kill) {
+        match self.handler.write(ino.0, fh.0, offset, data, flags.0, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(Errno::from_i32(e)),
         }
@@ -314,12 +314,12 @@ impl Filesystem for FuseAdapter {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.handler.fsync(fh.0, datasync));
+        empty(reply, self.handler.fsync(ino.0, fh.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -423,26 +423,29 @@ impl Filesystem for FuseAdapter {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.handler.fallocate(fh.0, offset, length, mode));
+        empty(
+            reply,
+            self.handler.fallocate(ino.0, fh.0, offset, length, mode),
+        );
     }
 
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.handler.lseek(fh.0, offset, whence) {
+        match self.handler.lseek(ino.0, fh.0, offset, whence) {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(Errno::from_i32(e)),
         }
@@ -451,19 +454,21 @@ impl Filesystem for FuseAdapter {
     fn copy_file_range(
         &self,
         _req: &Request,
-        _ino_in: INodeNo,
+        ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let from = (ino_in.0, fh_in.0);
+        let to = (ino_out.0, fh_out.0);
         let answer = self
             .handler
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+            .copy_file_range(from, offset_in, to, offset_out, len);
         match answer {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(Errno::from_i32(e)),

@@ -216,21 +216,30 @@ impl Handler {
         self.answer(Op::Open, self.fs.open(ino, flags, make_backing))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Answer<Vec<u8>> {
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Answer<Vec<u8>> {
         let _timer = metrics::global().request(Op::Read);
-        self.answer(Op::Read, self.fs.read(fh, offset, size))
+        self.answer(Op::Read, self.fs.read(ino, fh, offset, size))
     }
 
     /// `kill_suidgid`: the kernel's `FUSE_WRITE_KILL_SUIDGID`. Under
     /// `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves clearing set-ID bits to
     /// the daemon, and in return stops asking `security.capability`
     /// before every write (it asks once, until the attributes change).
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill_suidgid: bool) -> Answer<u32> {
+    /// `open_flags`: the caller's, sent with every write.
+    pub fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        open_flags: i32,
+        kill_suidgid: bool,
+    ) -> Answer<u32> {
         let _timer = metrics::global().request(Op::Write);
         if kill_suidgid {
-            self.answer(Op::Write, self.fs.kill_suidgid(fh))?;
+            self.answer(Op::Write, self.fs.kill_suidgid(ino, fh))?;
         }
-        self.answer(Op::Write, self.fs.write(fh, offset, data))
+        self.answer(Op::Write, self.fs.write(ino, fh, offset, data, open_flags))
     }
 
     /// Writes are write-through and locks are the kernel's: nothing to do
@@ -246,9 +255,9 @@ impl Handler {
         self.fs.release(fh);
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> Answer<()> {
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Answer<()> {
         let _timer = metrics::global().request(Op::Fsync);
-        self.answer(Op::Fsync, self.fs.fsync(fh, datasync))
+        self.answer(Op::Fsync, self.fs.fsync(ino, fh, datasync))
     }
 
     /// ENOSYS once, and the kernel stops sending OPENDIR/RELEASEDIR and
@@ -318,26 +327,28 @@ impl Handler {
         self.new_entry(Op::Create, parent, result)
     }
 
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Answer<()> {
+    pub fn fallocate(&self, ino: u64, fh: u64, offset: u64, length: u64, mode: i32) -> Answer<()> {
         let _timer = metrics::global().request(Op::Fallocate);
-        self.answer(Op::Fallocate, self.fs.fallocate(fh, offset, length, mode))
+        let result = self.fs.fallocate(ino, fh, offset, length, mode);
+        self.answer(Op::Fallocate, result)
     }
 
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Answer<i64> {
+    pub fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Answer<i64> {
         let _timer = metrics::global().request(Op::Lseek);
-        self.answer(Op::Lseek, self.fs.lseek(fh, offset, whence))
+        self.answer(Op::Lseek, self.fs.lseek(ino, fh, offset, whence))
     }
 
+    /// `from` and `to` are (inode, handle) pairs.
     pub fn copy_file_range(
         &self,
-        fh_in: u64,
+        from: (u64, u64),
         off_in: u64,
-        fh_out: u64,
+        to: (u64, u64),
         off_out: u64,
         len: u64,
     ) -> Answer<u32> {
         let _timer = metrics::global().request(Op::CopyFileRange);
-        let result = self.fs.copy_file_range(fh_in, off_in, fh_out, off_out, len);
+        let result = self.fs.copy_file_range(from, off_in, to, off_out, len);
         self.answer(Op::CopyFileRange, result)
     }
 }

@@ -20,6 +20,8 @@ pub struct MountOptions {
     pub passthrough: Option<bool>,
     /// `xattrs` / `noxattrs`; `None` keeps the configured value.
     pub xattrs: Option<bool>,
+    /// `open_handles` / `noopen_handles`; `None` keeps the configured value.
+    pub open_handles: Option<bool>,
     /// `io_uring=auto|on|off`; `None` keeps the configured value.
     pub io_uring: Option<IoUringMode>,
     /// Mount even if the mount point already is one.
@@ -66,6 +68,7 @@ Mount options, comma-separated, as in fstab. Accepted:
     noexec, exec, noatime, atime, nodiratime, diratime, relatime, norelatime,
     strictatime, nostrictatime, sync, async, dirsync;
   spoolfs: allow_other, noallow_other, passthrough, nopassthrough, xattrs, noxattrs,
+    open_handles, noopen_handles (a descriptor per open, as [mount] open_handles),
     io_uring=auto|on|off (the transport, as [mount] io_uring),
     default_permissions (always on), overmount (mount even if the mount point
     already is a mount point);
@@ -79,6 +82,7 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
         allow_other: None,
         passthrough: None,
         xattrs: None,
+        open_handles: None,
         io_uring: None,
         overmount: false,
     };
@@ -101,6 +105,8 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
             "nopassthrough" => parsed.passthrough = Some(false),
             "xattrs" => parsed.xattrs = Some(true),
             "noxattrs" => parsed.xattrs = Some(false),
+            "open_handles" => parsed.open_handles = Some(true),
+            "noopen_handles" => parsed.open_handles = Some(false),
             "overmount" => parsed.overmount = true,
             _ if opt.starts_with("io_uring=") => {
                 let value = &opt["io_uring=".len()..];
@@ -172,8 +178,14 @@ mod tests {
         assert!(o.overmount);
         assert_eq!(o.flags, libc::MS_NODEV);
         assert_eq!(o.io_uring, None);
-        let o = parse(Some("io_uring=off")).unwrap();
+        assert_eq!(o.open_handles, None);
+        let o = parse(Some("io_uring=off,open_handles")).unwrap();
         assert_eq!(o.io_uring, Some(IoUringMode::Off));
+        assert_eq!(o.open_handles, Some(true));
+        assert_eq!(
+            parse(Some("noopen_handles")).unwrap().open_handles,
+            Some(false)
+        );
         let e = parse(Some("io_uring=yes")).unwrap_err();
         assert!(
             e.contains("io_uring=yes") && e.contains("io_uring=auto"),

@@ -7,11 +7,14 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use spoolfs::config::Config;
-use spoolfs::error::FsResult;
-use spoolfs::fs::{Attr, Caller, SetAttr, SpoolFs};
+use spoolfs::error::{FsError, FsResult};
+use spoolfs::fs::{Attr, Caller, NO_HANDLE, SetAttr, SpoolFs};
 use spoolfs::quota::{Ledger, Scope};
 
 pub const ROOT: u64 = 1;
+
+/// An open file as requests name it: (inode, handle).
+pub type OpenRef = (u64, u64);
 const WHO: Caller = Caller {
     uid: 0,
     gid: 0,
@@ -93,8 +96,8 @@ impl Core {
         ino
     }
 
-    /// Creates `rel` open for writing: (inode, handle).
-    pub fn create(&self, rel: &str) -> FsResult<(u64, u64)> {
+    /// Creates `rel` open for writing.
+    pub fn create(&self, rel: &str) -> FsResult<OpenRef> {
         let (dir, name) = self.at(rel);
         let (attr, fh) = self
             .fs
@@ -102,27 +105,32 @@ impl Core {
         Ok((attr.ino, fh))
     }
 
-    /// Opens an existing file for writing.
-    pub fn open_rw(&self, rel: &str) -> FsResult<u64> {
+    /// Opens an existing file for writing, as the kernel would: without
+    /// a handle where the daemon keeps descriptors per file.
+    pub fn open_rw(&self, rel: &str) -> FsResult<OpenRef> {
         let ino = self.ino(rel)?;
         let no_passthrough = |_: std::os::fd::BorrowedFd| Err(std::io::Error::other("none"));
-        Ok(self.fs.open(ino, libc::O_RDWR, no_passthrough)?.fh)
+        match self.fs.open(ino, libc::O_RDWR, no_passthrough) {
+            Ok(o) => Ok((ino, o.fh)),
+            Err(FsError::OpensByKernel) => Ok((ino, NO_HANDLE)),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Writes `n` bytes at `offset` through an open handle.
-    pub fn write(&self, fh: u64, offset: u64, n: u64) -> FsResult<u32> {
-        self.fs.write(fh, offset, &vec![b'x'; n as usize])
+    /// Writes `n` bytes at `offset` through an open file.
+    pub fn write(&self, f: OpenRef, offset: u64, n: u64) -> FsResult<u32> {
+        self.fs.write(f.0, f.1, offset, &vec![b'x'; n as usize], 0)
     }
 
     /// Creates `rel` with `n` bytes (refused: the empty file stays).
     pub fn put(&self, rel: &str, n: u64) -> FsResult<()> {
-        let (_, fh) = self.create(rel)?;
+        let f = self.create(rel)?;
         let r = if n > 0 {
-            self.write(fh, 0, n).map(drop)
+            self.write(f, 0, n).map(drop)
         } else {
             Ok(())
         };
-        self.fs.release(fh);
+        self.fs.release(f.1);
         r
     }
 

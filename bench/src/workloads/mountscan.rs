@@ -122,7 +122,7 @@ pub fn measure(corpus: &Corpus, bin: &Path, work: &Path, threads: usize, timeout
             sys::sync();
         }
         log(name);
-        let mut g = MountGuard::mount(bin, &cfg, &mnt, &base.join("spoolfs.log"), timeout)?;
+        let mut g = MountGuard::mount(bin, &cfg, &mnt, &base.join("spoolfs.log"), timeout, None)?;
         let secs = g.mount_time.as_secs_f64();
         let rss = sys::vm_hwm_kib(g.pid);
         // Sanity: the union of both partitions shows all domains.

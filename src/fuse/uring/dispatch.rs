@@ -295,14 +295,21 @@ fn open(h: &Handler, dev: &DevFuse, req: &Request) -> Reply {
 
 fn read(h: &Handler, req: &Request) -> Reply {
     let a: abi::ReadIn = arg(req.op_in)?;
-    h.read(a.fh, a.offset, a.size)
+    h.read(req.header.nodeid, a.fh, a.offset, a.size)
 }
 
 fn write(h: &Handler, req: &Request) -> Reply {
     let a: abi::WriteIn = arg(req.op_in)?;
     let data = req.payload.get(..a.size as usize).ok_or(libc::EIO)?;
     let kill = a.write_flags & abi::FUSE_WRITE_KILL_SUIDGID != 0;
-    let written = h.write(a.fh, a.offset, data, kill)?;
+    let written = h.write(
+        req.header.nodeid,
+        a.fh,
+        a.offset,
+        data,
+        a.flags as i32,
+        kill,
+    )?;
     wire(abi::WriteOut {
         size: written,
         padding: 0,
@@ -336,7 +343,7 @@ fn fsync(h: &Handler, req: &Request, dir: bool) -> Reply {
     let datasync = a.fsync_flags & abi::FUSE_FSYNC_FDATASYNC != 0;
     empty(match dir {
         true => h.fsyncdir(req.header.nodeid, datasync),
-        false => h.fsync(a.fh, datasync),
+        false => h.fsync(req.header.nodeid, a.fh, datasync),
     })
 }
 
@@ -408,12 +415,13 @@ fn create(h: &Handler, req: &Request) -> Reply {
 
 fn fallocate(h: &Handler, req: &Request) -> Reply {
     let a: abi::FallocateIn = arg(req.op_in)?;
-    empty(h.fallocate(a.fh, a.offset, a.length, a.mode as i32))
+    let ino = req.header.nodeid;
+    empty(h.fallocate(ino, a.fh, a.offset, a.length, a.mode as i32))
 }
 
 fn lseek(h: &Handler, req: &Request) -> Reply {
     let a: abi::LseekIn = arg(req.op_in)?;
-    let offset = h.lseek(a.fh, a.offset as i64, a.whence as i32)?;
+    let offset = h.lseek(req.header.nodeid, a.fh, a.offset as i64, a.whence as i32)?;
     wire(abi::LseekOut {
         offset: offset as u64,
     })
@@ -421,7 +429,9 @@ fn lseek(h: &Handler, req: &Request) -> Reply {
 
 fn copy_file_range(h: &Handler, req: &Request) -> Reply {
     let a: abi::CopyFileRangeIn = arg(req.op_in)?;
-    let copied = h.copy_file_range(a.fh_in, a.off_in, a.fh_out, a.off_out, a.len)?;
+    let from = (req.header.nodeid, a.fh_in);
+    let to = (a.nodeid_out, a.fh_out);
+    let copied = h.copy_file_range(from, a.off_in, to, a.off_out, a.len)?;
     wire(abi::WriteOut {
         size: copied,
         padding: 0,

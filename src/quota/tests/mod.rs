@@ -28,6 +28,7 @@ fn config(state_dir: &Path) -> Config {
             allow_other: false,
             ttl_secs: 1,
             passthrough: false,
+            open_handles: true,
             xattrs: true,
             held_descriptors: None,
             io_uring: IoUringMode::Off,
