@@ -485,3 +485,60 @@ fn symlinks_and_fifos() {
     fs::remove_file(p("fifo")).unwrap();
     assert_eq!(errno(fs::symlink_metadata(p("fifo"))), libc::ENOENT);
 }
+
+// ---------------------------------------------------------------------------
+// absent names: the kernel keeps them (negative entries)
+
+/// LOOKUPs the daemon has served.
+fn lookups(m: &common::Mount) -> u64 {
+    let (ok, out, err) = m.cli(&["usage", "--requests", "--json"]);
+    assert!(ok, "usage --requests: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc["requests"]["lookup"].as_u64().unwrap_or(0)
+}
+
+/// A name found absent is kept absent by the kernel, so the create that
+/// follows (Cyrus's stage file: `stat`, then `fopen(w+)`) needs no LOOKUP
+/// of its own; and every way a name can appear through the mount shows it
+/// at once.
+#[test]
+fn absent_names_are_kept_and_every_way_of_making_them_shows_at_once() {
+    let m = routed();
+    let p = |s: &str| m.path(s);
+    assert_eq!(errno(fs::metadata(p("stage"))), libc::ENOENT);
+    let before = lookups(&m);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p("stage"))
+        .unwrap();
+    f.write_all(b"msg").unwrap();
+    drop(f);
+    assert_eq!(lookups(&m), before, "the create looked the name up again");
+
+    fs::write(p("src"), b"moved").unwrap();
+    fs::create_dir(p("dir")).unwrap();
+    let makers: [(&str, &dyn Fn(&Path)); 5] = [
+        ("rename", &|to| fs::rename(p("src"), to).unwrap()),
+        ("link", &|to| fs::hard_link(p("stage"), to).unwrap()),
+        ("symlink", &|to| {
+            std::os::unix::fs::symlink("stage", to).unwrap()
+        }),
+        ("mkdir", &|to| fs::create_dir(to).unwrap()),
+        ("dir rename", &|to| fs::rename(p("dir"), to).unwrap()),
+    ];
+    for (how, make) in makers {
+        let name = p(&format!("new-by-{how}"));
+        assert_eq!(errno(fs::symlink_metadata(&name)), libc::ENOENT, "{how}");
+        make(&name);
+        assert!(fs::symlink_metadata(&name).is_ok(), "{how}: still absent");
+    }
+    assert_eq!(fs::read(p("new-by-rename")).unwrap(), b"moved");
+    // Deleted, the name is absent again; made again, present again.
+    fs::remove_file(p("stage")).unwrap();
+    assert_eq!(errno(fs::metadata(p("stage"))), libc::ENOENT);
+    fs::write(p("stage"), b"again").unwrap();
+    assert_eq!(fs::read(p("stage")).unwrap(), b"again");
+}

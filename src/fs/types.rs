@@ -74,6 +74,28 @@ impl Attr {
     }
 }
 
+impl Attr {
+    /// What a lookup of an absent name answers where the kernel may keep
+    /// the absence: node id 0 (a "negative entry").
+    pub fn absent() -> Attr {
+        Attr {
+            ino: 0,
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            kind: FileKind::RegularFile,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 0,
+        }
+    }
+}
+
 fn time(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)

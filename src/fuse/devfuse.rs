@@ -112,8 +112,8 @@ impl Filesystem for FuseAdapter {
         self.entry(reply, self.handler.lookup(parent.0, name));
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.handler.forget(ino.0, nlookup);
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        self.handler.forget(req.unique().0, ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {

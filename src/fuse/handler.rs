@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use log::debug;
@@ -55,11 +56,17 @@ impl Listing {
 pub struct Handler {
     fs: Arc<SpoolFs>,
     invalidator: DirInvalidator,
+    /// The request id of the last FORGET served (see `forget`).
+    last_forget: AtomicU64,
 }
 
 impl Handler {
     pub fn new(fs: Arc<SpoolFs>, invalidator: DirInvalidator) -> Handler {
-        Handler { fs, invalidator }
+        Handler {
+            fs,
+            invalidator,
+            last_forget: AtomicU64::new(0),
+        }
     }
 
     pub fn fs(&self) -> &SpoolFs {
@@ -107,13 +114,27 @@ impl Handler {
         answer
     }
 
+    /// An absent name is answered as a negative entry (`Attr::absent`),
+    /// which the kernel keeps for the entry TTL: Cyrus looks its stage
+    /// file's name up before `fopen(w+)` creates it, and the create then
+    /// needs no LOOKUP of its own. Safe because every name is made through
+    /// this mount, which the kernel sees (exclusive creates and link
+    /// targets are looked up again regardless).
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Answer<Attr> {
         let _timer = metrics::global().request(Op::Lookup);
-        self.answer(Op::Lookup, self.fs.lookup(parent, name))
+        match self.answer(Op::Lookup, self.fs.lookup(parent, name)) {
+            Err(libc::ENOENT) if !self.ttl().is_zero() => Ok(Attr::absent()),
+            answer => answer,
+        }
     }
 
-    pub fn forget(&self, ino: u64, nlookup: u64) {
-        let _timer = metrics::global().request(Op::Forget);
+    /// `request`: the kernel's request id. A BATCH_FORGET (after
+    /// `drop_caches` or under memory pressure) forgets many inodes in one
+    /// request, which fuser hands over one inode at a time: it is counted
+    /// once, as the kernel sent it.
+    pub fn forget(&self, request: u64, ino: u64, nlookup: u64) {
+        let counted = self.last_forget.swap(request, Ordering::Relaxed) != request;
+        let _timer = counted.then(|| metrics::global().request(Op::Forget));
         self.fs.forget(ino, nlookup);
     }
 
