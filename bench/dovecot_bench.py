@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 
@@ -63,6 +64,16 @@ class Site:
 
     def __exit__(self, *exc):
         e2e.ENV = self.saved
+
+    def requests(self):
+        """The daemon's request counters by opcode (spoolfs only)."""
+        if not self.spoolfs_bin:
+            return None
+        r = subprocess.run([self.spoolfs_bin, "usage", "--requests", "--json",
+                            self.h.spool], capture_output=True, text=True)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout).get("requests")
 
     def stop(self):
         with self:
@@ -118,6 +129,14 @@ def fetch_all(site):
     return n, time.perf_counter() - t
 
 
+def per_message(before, after, messages):
+    """Requests per message by opcode between two counter readings."""
+    if before is None or after is None or not messages:
+        return None
+    delta = {op: (n - before.get(op, 0)) / messages for op, n in after.items()}
+    return {op: v for op, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
 def summarize(samples, targets):
     rows = []
     for metric, unit in (("dovecot-deliver", "msgs/s"),
@@ -167,6 +186,7 @@ def main():
 
     e2e.ensure_packages()
     samples = {}
+    counted = {}  # (target, phase) -> requests per message, last round
     try:
         for s in sites:
             s.start()
@@ -179,7 +199,10 @@ def main():
             order = sites if r % 2 == 0 else sites[::-1]
             for s in order:
                 with s:
+                    before = s.requests()
                     rate = deliver_batch(s, args.messages, 1000 + r)
+                    counted[(s.name, "deliver")] = per_message(
+                        before, s.requests(), args.messages)
                 samples.setdefault((s.name, "dovecot-deliver"), []).append(rate)
             e2e.log(f"deliver round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{t} {samples[(t, 'dovecot-deliver')][-1]:.0f} msgs/s"
@@ -189,10 +212,14 @@ def main():
             for s in order:
                 with s:
                     drop_caches()
+                    before = s.requests()
                     n, sec = fetch_all(s)
                     samples.setdefault((s.name, "dovecot-fetch-cold"), []).append(n / sec)
+                    middle = s.requests()
                     n, sec = fetch_all(s)
                     samples.setdefault((s.name, "dovecot-fetch-warm"), []).append(n / sec)
+                    counted[(s.name, "fetch cold")] = per_message(before, middle, n)
+                    counted[(s.name, "fetch warm")] = per_message(middle, s.requests(), n)
             e2e.log(f"fetch round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{t} cold {samples[(t, 'dovecot-fetch-cold')][-1]:.0f} "
                 f"warm {samples[(t, 'dovecot-fetch-warm')][-1]:.0f} msgs/s"
@@ -211,6 +238,14 @@ def main():
         print(f"{row['workload']:<20} {row['metric']:<7} {row['target']:<10} "
               f"{row['median']:>9,.0f} "
               f"{row['min']:>7,.0f}-{row['max']:<7,.0f} {row['ratio']:>6.2f}")
+    for (target, phase), ops in counted.items():
+        if ops is None:
+            continue
+        print(f"\nFUSE requests per message, {target}, {phase}: "
+              f"{sum(ops.values()):.1f}")
+        print("| " + " | ".join(ops) + " |")
+        print("|" + "|".join(" ---: " for _ in ops) + "|")
+        print("| " + " | ".join(f"{v:.1f}" for v in ops.values()) + " |")
     return 0
 
 
