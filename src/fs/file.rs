@@ -228,8 +228,16 @@ impl SpoolFs {
     }
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let h = self.open_file(ino, fh)?;
         let mut buf = vec![0u8; size as usize];
+        let got = self.read_into(ino, fh, offset, &mut buf)?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    /// Reads into `buf` (a reply buffer the kernel reads from, for the
+    /// ring: no copy and no allocation per READ); short only at EOF.
+    pub fn read_into(&self, ino: u64, fh: u64, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
+        let h = self.open_file(ino, fh)?;
         let mut got = 0;
         while got < buf.len() {
             let n = backing::pread(h.fd.as_fd(), &mut buf[got..], offset + got as u64)?;
@@ -238,8 +246,7 @@ impl SpoolFs {
             }
             got += n;
         }
-        buf.truncate(got);
-        Ok(buf)
+        Ok(got)
     }
 
     /// `open_flags`: those of the caller's open file, which a per-file

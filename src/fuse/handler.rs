@@ -242,6 +242,12 @@ impl Handler {
         self.answer(Op::Read, self.fs.read(ino, fh, offset, size))
     }
 
+    /// READ into the reply buffer itself; the bytes read.
+    pub fn read_into(&self, ino: u64, fh: u64, offset: u64, buf: &mut [u8]) -> Answer<usize> {
+        let _timer = metrics::global().request(Op::Read);
+        self.answer(Op::Read, self.fs.read_into(ino, fh, offset, buf))
+    }
+
     /// `kill_suidgid`: the kernel's `FUSE_WRITE_KILL_SUIDGID`. Under
     /// `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves clearing set-ID bits to
     /// the daemon, and in return stops asking `security.capability`

@@ -61,22 +61,28 @@ impl RingEntry {
         let in_header = abi::InHeader::read(h).unwrap_or_default();
         let mut ent = abi::UringEntInOut::read(&h[abi::ENT_IN_OUT_OFFSET..]).unwrap_or_default();
         let payload_len = (ent.payload_sz as usize).min(self.payload.len());
-        let request = Request {
-            header: in_header,
-            op_in: &h[abi::OP_IN_OFFSET..abi::ENT_IN_OUT_OFFSET],
-            payload: &self.payload[..payload_len],
-        };
-        let reply = catch_unwind(AssertUnwindSafe(|| dispatch::serve(handler, dev, &request)))
-            .unwrap_or_else(|_| {
-                error!("request {} panicked; answered EIO", in_header.opcode);
-                Err(libc::EIO)
-            });
-        let (error, out_len) = match reply {
-            Ok(bytes) if bytes.len() <= self.payload.len() => {
-                self.payload[..bytes.len()].copy_from_slice(&bytes);
-                (0, bytes.len())
+        let op_in = &h[abi::OP_IN_OFFSET..abi::ENT_IN_OUT_OFFSET];
+        let payload = &mut self.payload;
+        let reply = catch_unwind(AssertUnwindSafe(|| {
+            if in_header.opcode == abi::op::READ {
+                return dispatch::read_into(handler, &in_header, op_in, payload);
             }
-            Ok(_) => (-libc::EIO, 0),
+            let request = Request {
+                header: in_header,
+                op_in,
+                payload: &payload[..payload_len],
+            };
+            let bytes = dispatch::serve(handler, dev, &request)?;
+            let out = payload.get_mut(..bytes.len()).ok_or(libc::EIO)?;
+            out.copy_from_slice(&bytes);
+            Ok(bytes.len())
+        }))
+        .unwrap_or_else(|_| {
+            error!("request {} panicked; answered EIO", in_header.opcode);
+            Err(libc::EIO)
+        });
+        let (error, out_len) = match reply {
+            Ok(len) => (0, len),
             Err(errno) => (-errno, 0),
         };
         let out = abi::OutHeader {
