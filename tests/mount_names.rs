@@ -520,7 +520,8 @@ fn absent_names_are_kept_and_every_way_of_making_them_shows_at_once() {
 
     fs::write(p("src"), b"moved").unwrap();
     fs::create_dir(p("dir")).unwrap();
-    let makers: [(&str, &dyn Fn(&Path)); 5] = [
+    type Maker<'a> = (&'a str, &'a dyn Fn(&Path));
+    let makers: [Maker; 5] = [
         ("rename", &|to| fs::rename(p("src"), to).unwrap()),
         ("link", &|to| fs::hard_link(p("stage"), to).unwrap()),
         ("symlink", &|to| {
