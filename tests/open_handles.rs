@@ -210,7 +210,7 @@ fn more_files_open_than_descriptors_kept() {
         f.read_to_string(&mut got).unwrap();
         assert_eq!(got, format!("{i}:again"));
     }
-    let held = open_descriptors_under(m.pid(), &m.backing("a", ""));
+    let held = descriptors_under(m.pid(), &m.backing("a", ""), |_| true);
     assert!(
         (4096 * 3 / 4..=4096).contains(&held),
         "daemon holds {held} file descriptors for {n} open files"
@@ -218,8 +218,8 @@ fn more_files_open_than_descriptors_kept() {
 }
 
 /// How many of `pid`'s descriptors are files opened for I/O (not `O_PATH`
-/// anchors) under `dir`.
-fn open_descriptors_under(pid: u32, dir: &std::path::Path) -> usize {
+/// anchors) under `dir` whose open flags pass `wanted`.
+fn descriptors_under(pid: u32, dir: &std::path::Path, wanted: impl Fn(i32) -> bool) -> usize {
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
     fds.filter_map(|e| {
         let e = e.ok()?;
@@ -229,9 +229,40 @@ fn open_descriptors_under(pid: u32, dir: &std::path::Path) -> usize {
             let v = l.strip_prefix("flags:")?.trim();
             i32::from_str_radix(v, 8).ok()
         })?;
-        (target.starts_with(dir) && flags & libc::O_PATH == 0).then_some(())
+        (target.starts_with(dir) && flags & libc::O_PATH == 0 && wanted(flags)).then_some(())
     })
     .count()
+}
+
+/// The daemon cannot know when the last writer closed a file, so it closes
+/// read-write descriptors no write used for 2 s: a partition can then be
+/// remounted read-only, as without spoolfs (see also `tests/faults.rs`).
+#[test]
+fn writable_descriptors_close_once_writes_stop() {
+    let m = Spec::new(&["a"]).extra(PER_FILE).mount();
+    let dir = m.backing("a", "");
+    let writers = |m: &Mount| descriptors_under(m.pid(), &dir, |f| f & libc::O_ACCMODE != 0);
+    for i in 0..10 {
+        fs::write(m.path(&format!("w{i}")), format!("{i}")).unwrap();
+    }
+    assert_eq!(
+        writers(&m),
+        10,
+        "CREATE's descriptors are kept for the writes"
+    );
+    common::cluster::eventually(
+        "idle writable descriptors closed",
+        std::time::Duration::from_secs(6),
+        || writers(&m) == 0,
+    );
+    // Reads reopen read-only; a write reopens read-write.
+    assert_eq!(read_file(&m, "w3"), b"3");
+    assert_eq!(writers(&m), 0);
+    let mut f = OpenOptions::new().append(true).open(m.path("w3")).unwrap();
+    f.write_all(b"+").unwrap();
+    assert_eq!(writers(&m), 1);
+    drop(f);
+    assert_eq!(read_file(&m, "w3"), b"3+");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use log::warn;
@@ -30,6 +30,8 @@ pub struct OpenFile {
     passthrough: bool,
     /// A per-file descriptor kept until FORGET (see `handles.rs`).
     pub(super) pinned: AtomicBool,
+    /// When a per-file descriptor last served a write (`handles::now`).
+    pub(super) last_write: AtomicU64,
 }
 
 impl OpenFile {
@@ -42,6 +44,7 @@ impl OpenFile {
             writable,
             passthrough: false,
             pinned: AtomicBool::new(false),
+            last_write: AtomicU64::new(super::handles::now()),
         }
     }
 
@@ -106,6 +109,7 @@ impl SpoolFs {
             writable,
             passthrough,
             pinned: AtomicBool::new(false),
+            last_write: AtomicU64::new(0),
         });
         if writable && flags & libc::O_TRUNC != 0 {
             let h = self.open_file(ino, fh)?;
@@ -133,6 +137,7 @@ impl SpoolFs {
             writable,
             passthrough: false,
             pinned: AtomicBool::new(false),
+            last_write: AtomicU64::new(0),
         }))
     }
 

@@ -6,17 +6,25 @@
 //!   RELEASE. Read-only opens of large files may be kernel passthrough.
 //! - **Per file** (`open_handles = false`): the daemon answers the first
 //!   OPEN `ENOSYS`, and from then on the kernel opens files without asking
-//!   and sends no RELEASE; its requests carry handle 0 (`NO_HANDLE`). The
-//!   daemon keeps one read-write descriptor per file, opened at first use
-//!   and closed when the kernel forgets the inode (or to stay within
-//!   `SHARED_MAX`). That saves two round trips per `open(2)`/`close(2)`
-//!   pair, which mail daemons do many times per message (Cyrus reopens its
-//!   index, cache and header files; see the README's request table), at
-//!   the cost of read passthrough. CREATE still gets a handle of its own.
+//!   and sends no RELEASE, not even for what CREATE opened; its requests
+//!   carry handle 0 (`NO_HANDLE`). The daemon keeps one descriptor per
+//!   file: read-only from the first read, read-write from CREATE or the
+//!   first write, closed when the kernel forgets the inode (or to stay
+//!   within `SHARED_MAX`). That saves two round trips per
+//!   `open(2)`/`close(2)` pair, which mail daemons do many times per
+//!   message (Cyrus reopens its index, cache and header files; see the
+//!   README's request table), at the cost of read passthrough.
+//!
+//! The daemon cannot know when the last process closed a file, so a
+//! read-write descriptor no write has used for `WRITER_IDLE` is closed
+//! (`sweep`): a partition must be able to turn read-only (`mount -o
+//! remount,ro`, which fails while files are open for writing) once its
+//! writers are done, as without spoolfs.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -34,6 +42,15 @@ pub const NO_HANDLE: u64 = 0;
 /// descriptor budget is (`set_budget`).
 const SHARED_MAX: usize = 4096;
 static SHARED_CAP: AtomicUsize = AtomicUsize::new(SHARED_MAX);
+
+/// How long a per-file read-write descriptor stays open without a write.
+const WRITER_IDLE: Duration = Duration::from_secs(2);
+
+/// Seconds since the daemon started: when a descriptor last wrote.
+pub(super) fn now() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_secs()
+}
 
 /// The descriptor budget of file nodes (`[mount] held_descriptors`)
 /// bounds the per-file descriptors too.
@@ -67,6 +84,36 @@ impl Handles {
             .get(&fh)
             .map(|f| f.clone())
             .ok_or(FsError::BadHandle)
+    }
+
+    /// Starts the thread that closes idle read-write descriptors; it ends
+    /// with the filesystem.
+    pub(super) fn start_sweeper(handles: &Arc<Handles>) {
+        let weak: Weak<Handles> = Arc::downgrade(handles);
+        let spawned = std::thread::Builder::new()
+            .name("handle-sweeper".into())
+            .spawn(move || {
+                while let Some(handles) = weak.upgrade() {
+                    handles.close_idle_writers(now(), WRITER_IDLE.as_secs());
+                    drop(handles);
+                    std::thread::sleep(WRITER_IDLE / 2);
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("no handle sweeper ({e}): idle writable descriptors stay open until FORGET");
+        }
+    }
+
+    /// Closes the read-write per-file descriptors no request holds and no
+    /// write used for `idle` seconds (a file whose last name is gone keeps
+    /// its own); the next request reopens.
+    fn close_idle_writers(&self, now: u64, idle: u64) {
+        self.shared.retain(|_, f| {
+            !f.writable()
+                || f.pinned.load(Ordering::Relaxed)
+                || Arc::strong_count(f) > 1
+                || now.saturating_sub(f.last_write.load(Ordering::Relaxed)) < idle
+        });
     }
 
     /// Closes the per-file descriptor of a forgotten inode.
@@ -109,20 +156,28 @@ impl SpoolFs {
         Ok(kept)
     }
 
-    /// The open file a write goes through. A per-file descriptor opened
-    /// read-only (the partition was read-only then) is reopened read-write,
-    /// and the write fails as that open does.
+    /// The open file a write goes through. A read-only per-file
+    /// descriptor is reopened read-write (through itself, so this works
+    /// after the file's last name is gone), and the write fails as that
+    /// open does (e.g. `EROFS`).
     pub(super) fn open_file_for_write(&self, ino: u64, fh: u64) -> FsResult<Arc<OpenFile>> {
         let f = self.open_file(ino, fh)?;
-        if fh != NO_HANDLE || f.writable() {
+        if fh != NO_HANDLE {
             return Ok(f);
         }
-        let file = f.file();
-        let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), libc::O_RDWR)
-            .map_err(|e| self.on_partition(file.leaf.part, e.into()))?;
-        let f = Arc::new(OpenFile::shared(f.node.clone(), fd, true));
-        self.handles.shared.insert(ino, f.clone());
-        Ok(f)
+        if f.writable() {
+            f.last_write.store(now(), Ordering::Relaxed);
+            return Ok(f);
+        }
+        let fd = backing::reopen(f.fd(), libc::O_RDWR)
+            .map_err(|e| self.on_partition(f.file().leaf.part, e.into()))?;
+        let writer = OpenFile::shared(f.node.clone(), fd, true);
+        writer
+            .pinned
+            .store(f.pinned.load(Ordering::Relaxed), Ordering::Relaxed);
+        let writer = Arc::new(writer);
+        self.handles.shared.insert(ino, writer.clone());
+        Ok(writer)
     }
 
     /// Before a file loses its last name: a process may still have it open
@@ -162,20 +217,13 @@ impl SpoolFs {
         (h.node.ino == ino).then_some(h)
     }
 
-    /// Read-write where the backing file allows it (the kernel has checked
-    /// the caller's access at its open), else read-only: a write through
-    /// that then fails as the backing file would.
+    /// Read-only: most files are only read (messages once delivered);
+    /// the first write reopens read-write (`open_file_for_write`).
     fn open_shared(&self, ino: u64) -> FsResult<OpenFile> {
         let node = self.node(ino)?;
         let file = node.file().ok_or(FsError::WrongKind)?;
-        let leaf = file.leaf.fd()?;
-        let (fd, writable): (OwnedFd, bool) = match backing::reopen(leaf.as_fd_ref(), libc::O_RDWR)
-        {
-            Ok(fd) => (fd, true),
-            Err(_) => (backing::reopen(leaf.as_fd_ref(), libc::O_RDONLY)?, false),
-        };
-        drop(leaf);
-        Ok(OpenFile::shared(node, fd, writable))
+        let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), libc::O_RDONLY)?;
+        Ok(OpenFile::shared(node, fd, false))
     }
 
     /// Whether the kernel is to open files without asking.

@@ -90,7 +90,7 @@ pub struct SpoolFs {
     /// The one accounting path (see `accounts.rs`).
     pub accounts: Accounts,
     inodes: InodeTable,
-    handles: handles::Handles,
+    handles: Arc<handles::Handles>,
     /// Off once the kernel has refused a passthrough backing file.
     passthrough: AtomicBool,
     pub ttl: Duration,
@@ -125,6 +125,8 @@ impl SpoolFs {
             name: Default::default(),
         };
         let root = InodeTable::root_node(Body::Dir(DirNode::new(loc, partitions.len(), roots)));
+        let handles = Arc::new(handles::Handles::default());
+        handles::Handles::start_sweeper(&handles);
         Ok(SpoolFs {
             router: Router::new(&config),
             layout: Layout::new(&config.layout),
@@ -135,7 +137,7 @@ impl SpoolFs {
             accounts: Accounts::new(ledger.clone()),
             ledger,
             inodes: InodeTable::new(root, &root_keys),
-            handles: handles::Handles::default(),
+            handles,
             health: health::HealthLog::new(partition_count),
         })
     }
