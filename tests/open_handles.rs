@@ -263,6 +263,18 @@ fn writable_descriptors_close_once_writes_stop() {
     assert_eq!(writers(&m), 1);
     drop(f);
     assert_eq!(read_file(&m, "w3"), b"3+");
+    // Truncates reach a file whose descriptor is read-only: open(O_TRUNC)
+    // and ftruncate come with handle 0 and need it writable.
+    assert_eq!(read_file(&m, "w5"), b"5");
+    let f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("w5"))
+        .unwrap();
+    assert_eq!(fs::metadata(m.path("w5")).unwrap().len(), 0);
+    f.set_len(3).unwrap();
+    assert_eq!(read_file(&m, "w5"), b"\0\0\0");
+    assert_eq!(fs::metadata(m.backing("a", "w5")).unwrap().len(), 3);
 }
 
 #[test]

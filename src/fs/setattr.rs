@@ -6,6 +6,7 @@ use std::os::fd::BorrowedFd;
 
 use std::sync::atomic::Ordering;
 
+use super::handles::NO_HANDLE;
 use super::inode::{Body, Node};
 use super::lookup::has_setid;
 use super::{Attr, SetTime, SpoolFs};
@@ -69,7 +70,14 @@ impl SpoolFs {
             Body::Dir(_) => return Err(FsError::IsDir),
             Body::Other(_) => return Err(FsError::WrongKind),
         };
-        if let Some(h) = fh.and_then(|fh| self.open_file_of(fh, node.ino)) {
+        // A per-file descriptor may be read-only: a truncate through it
+        // (`ftruncate`, `open(O_TRUNC)`) is a write.
+        let open = match fh {
+            Some(NO_HANDLE) => Some(self.open_file_for_write(node.ino, NO_HANDLE)?),
+            Some(fh) => self.open_file_of(fh, node.ino),
+            None => None,
+        };
+        if let Some(h) = open {
             return self.truncate_handle(&h, size);
         }
         let leaf_fd = file.leaf.fd()?;
