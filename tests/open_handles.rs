@@ -264,7 +264,7 @@ fn writable_descriptors_close_once_writes_stop() {
     drop(f);
     assert_eq!(read_file(&m, "w3"), b"3+");
     // Truncates reach a file whose descriptor is read-only: open(O_TRUNC)
-    // and ftruncate come with handle 0 and need it writable.
+    // (by path) and ftruncate (with handle 0, through that descriptor).
     assert_eq!(read_file(&m, "w5"), b"5");
     let f = OpenOptions::new()
         .write(true)
@@ -275,6 +275,28 @@ fn writable_descriptors_close_once_writes_stop() {
     f.set_len(3).unwrap();
     assert_eq!(read_file(&m, "w5"), b"\0\0\0");
     assert_eq!(fs::metadata(m.backing("a", "w5")).unwrap().len(), 3);
+}
+
+/// A file about to lose its last name keeps its descriptor until FORGET
+/// (it may be open); when the rename over it is refused, the name stays and
+/// so does the usual sweep of its idle read-write descriptor.
+#[test]
+fn a_refused_rename_over_a_file_leaves_it_unpinned() {
+    let m = boxes(PER_FILE, &[JOHN, JANE]);
+    put_n(&m, &format!("{JOHN}/1."), K, 1);
+    put_n(&m, &format!("{JOHN}/2."), 250 * K, 2);
+    put_n(&m, &format!("{JANE}/9."), 100 * K, 3);
+    let r = fs::rename(m.path(&format!("{JANE}/9.")), m.path(&format!("{JOHN}/1.")));
+    assert_edquot(r, "rename over john's file past his limit");
+    assert_file(&m, &format!("{JOHN}/1."), &pat(K, 1));
+    let john = m.backing("fast", JOHN);
+    let writers = || descriptors_under(m.pid(), &john, |f| f & libc::O_ACCMODE != 0);
+    common::cluster::eventually(
+        "john's idle writable descriptors closed",
+        std::time::Duration::from_secs(6),
+        || writers() == 0,
+    );
+    assert_matches_disk(&m);
 }
 
 #[test]

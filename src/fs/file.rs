@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use log::warn;
@@ -28,8 +28,6 @@ pub struct OpenFile {
     fd: OwnedFd,
     writable: bool,
     passthrough: bool,
-    /// A per-file descriptor kept until FORGET (see `handles.rs`).
-    pub(super) pinned: AtomicBool,
     /// When a per-file descriptor last served a write (`handles::now`).
     pub(super) last_write: AtomicU64,
 }
@@ -43,7 +41,6 @@ impl OpenFile {
             fd,
             writable,
             passthrough: false,
-            pinned: AtomicBool::new(false),
             last_write: AtomicU64::new(super::handles::now()),
         }
     }
@@ -108,7 +105,6 @@ impl SpoolFs {
             fd,
             writable,
             passthrough,
-            pinned: AtomicBool::new(false),
             last_write: AtomicU64::new(0),
         });
         if writable && flags & libc::O_TRUNC != 0 {
@@ -136,7 +132,6 @@ impl SpoolFs {
             fd,
             writable,
             passthrough: false,
-            pinned: AtomicBool::new(false),
             last_write: AtomicU64::new(0),
         }))
     }
@@ -196,7 +191,7 @@ impl SpoolFs {
     /// A `cyrus.header` written in place (Cyrus copies a mailbox to another
     /// partition that way) names the directory's owner once it is synced
     /// or closed.
-    fn header_written(&self, h: &OpenFile) {
+    pub(super) fn header_written(&self, h: &OpenFile) {
         if !h.writable {
             return;
         }
@@ -372,6 +367,9 @@ impl SpoolFs {
                 }
             },
         )?;
+        if to.1 == NO_HANDLE {
+            self.header_written(&hout); // no RELEASE will come
+        }
         Ok(n as u32)
     }
 

@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use dashmap::{DashMap, DashSet};
 
 use super::SpoolFs;
 use super::file::OpenFile;
@@ -65,6 +66,11 @@ pub struct Handles {
     files: DashMap<u64, Arc<OpenFile>>,
     /// Per file: by inode number.
     shared: DashMap<u64, Arc<OpenFile>>,
+    /// Inodes whose per-file descriptor stays until FORGET: their last
+    /// name is gone (see `keep_open_past_last_name`). Kept per inode, not
+    /// per descriptor, so that a read-only descriptor reopened read-write
+    /// meanwhile stays pinned too.
+    pinned: DashSet<u64>,
 }
 
 impl Handles {
@@ -108,17 +114,21 @@ impl Handles {
     /// write used for `idle` seconds (a file whose last name is gone keeps
     /// its own); the next request reopens.
     fn close_idle_writers(&self, now: u64, idle: u64) {
-        self.shared.retain(|_, f| {
+        self.shared.retain(|ino, f| {
             !f.writable()
-                || f.pinned.load(Ordering::Relaxed)
+                || self.pinned.contains(ino)
                 || Arc::strong_count(f) > 1
                 || now.saturating_sub(f.last_write.load(Ordering::Relaxed)) < idle
         });
     }
 
-    /// Closes the per-file descriptor of a forgotten inode.
-    pub(super) fn forget(&self, ino: u64) {
-        self.shared.remove(&ino);
+    /// Closes the per-file descriptor of a forgotten node, unless the
+    /// inode number already stands for a new node.
+    pub(super) fn forget(&self, node: &Arc<Node>) {
+        let ino = node.ino;
+        self.shared
+            .remove_if(&ino, |_, f| Arc::ptr_eq(&f.node, node));
+        self.pinned.remove(&ino);
     }
 
     /// Keeps at most `SHARED_CAP` per-file descriptors, closing first
@@ -131,7 +141,7 @@ impl Handles {
         }
         let mut excess = self.shared.len() - cap * 3 / 4;
         self.shared.retain(|_, f| {
-            if excess == 0 || Arc::strong_count(f) > 1 || f.pinned.load(Ordering::Relaxed) {
+            if excess == 0 || Arc::strong_count(f) > 1 || self.pinned.contains(&f.node.ino) {
                 return true;
             }
             excess -= 1;
@@ -147,11 +157,23 @@ impl SpoolFs {
         if fh != NO_HANDLE {
             return self.handles.file(fh);
         }
-        if let Some(f) = self.handles.shared.get(&ino) {
+        // The node, not just the number: a descriptor left by a node the
+        // kernel forgot must not serve a new node with the same number.
+        let node = self.node(ino)?;
+        if let Some(f) = self.handles.shared.get(&ino)
+            && Arc::ptr_eq(&f.node, &node)
+        {
             return Ok(f.clone());
         }
-        let opened = Arc::new(self.open_shared(ino)?);
-        let kept = self.handles.shared.entry(ino).or_insert(opened).clone();
+        let opened = Arc::new(self.open_shared(node)?);
+        let kept = match self.handles.shared.entry(ino) {
+            Entry::Occupied(mut e) if !Arc::ptr_eq(&e.get().node, &opened.node) => {
+                e.insert(opened.clone());
+                opened
+            }
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => e.insert(opened).clone(),
+        };
         self.handles.trim_shared();
         Ok(kept)
     }
@@ -171,11 +193,7 @@ impl SpoolFs {
         }
         let fd = backing::reopen(f.fd(), libc::O_RDWR)
             .map_err(|e| self.on_partition(f.file().leaf.part, e.into()))?;
-        let writer = OpenFile::shared(f.node.clone(), fd, true);
-        writer
-            .pinned
-            .store(f.pinned.load(Ordering::Relaxed), Ordering::Relaxed);
-        let writer = Arc::new(writer);
+        let writer = Arc::new(OpenFile::shared(f.node.clone(), fd, true));
         self.handles.shared.insert(ino, writer.clone());
         Ok(writer)
     }
@@ -184,15 +202,21 @@ impl SpoolFs {
     /// without the daemon holding a descriptor for it, and a node anchored
     /// by a file handle cannot be reopened once the inode is unlinked. So
     /// the kernel's open files keep a per-file descriptor until FORGET.
-    pub(super) fn keep_open_past_last_name(&self, st: &libc::stat) {
+    /// Returns the inode pinned here, for `unpin` if the operation fails.
+    pub(super) fn keep_open_past_last_name(&self, st: &libc::stat) -> Option<u64> {
         if self.open_handles() || st.st_nlink > 1 {
-            return;
+            return None;
         }
-        let Some(node) = self.inodes.by_key(&Key::of(st)) else {
-            return; // the kernel does not know it: nobody has it open
-        };
-        if let Ok(f) = self.open_file(node.ino, NO_HANDLE) {
-            f.pinned.store(true, Ordering::Relaxed);
+        // None: the kernel does not know it, so nobody has it open.
+        let node = self.inodes.by_key(&Key::of(st))?;
+        self.open_file(node.ino, NO_HANDLE).ok()?;
+        self.handles.pinned.insert(node.ino).then_some(node.ino)
+    }
+
+    /// The name stayed after all (the unlink or rename failed).
+    pub(super) fn unpin(&self, pinned: Option<u64>) {
+        if let Some(ino) = pinned {
+            self.handles.pinned.remove(&ino);
         }
     }
 
@@ -209,18 +233,18 @@ impl SpoolFs {
     /// The open file `fh` names if it is already open on `ino`: for
     /// requests that can do without one (getattr, setattr).
     pub(super) fn open_file_of(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
-        let h = if fh == NO_HANDLE {
-            self.handles.shared.get(&ino)?.clone()
-        } else {
-            self.handles.file(fh).ok()?
-        };
+        if fh == NO_HANDLE {
+            let node = self.node(ino).ok()?;
+            let f = self.handles.shared.get(&ino)?.clone();
+            return Arc::ptr_eq(&f.node, &node).then_some(f);
+        }
+        let h = self.handles.file(fh).ok()?;
         (h.node.ino == ino).then_some(h)
     }
 
     /// Read-only: most files are only read (messages once delivered);
     /// the first write reopens read-write (`open_file_for_write`).
-    fn open_shared(&self, ino: u64) -> FsResult<OpenFile> {
-        let node = self.node(ino)?;
+    fn open_shared(&self, node: Arc<Node>) -> FsResult<OpenFile> {
         let file = node.file().ok_or(FsError::WrongKind)?;
         let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), libc::O_RDONLY)?;
         Ok(OpenFile::shared(node, fd, false))

@@ -4,6 +4,7 @@ use std::ffi::{CStr, OsStr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::handles::NO_HANDLE;
 use super::inode::{Body, DirNode, FileNode, Key, LeafNode, Loc, Node, OpenState};
 use super::{Attr, SpoolFs, is_dir, is_reg};
 use crate::backing::{self, AsFdRef};
@@ -20,9 +21,10 @@ impl SpoolFs {
     }
 
     /// `fh` is the open file an `fstat` came through, if any: it reaches
-    /// the file even after its last name is gone.
+    /// the file even after its last name is gone. Without one (the kernel
+    /// sends `fstat` without it) a per-file descriptor serves the same.
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
-        if let Some(st) = fh.and_then(|fh| self.stat_open(fh, ino)) {
+        if let Some(st) = self.stat_open(fh.unwrap_or(NO_HANDLE), ino) {
             return Ok(self.attr(ino, &st?));
         }
         let node = self.node(ino)?;
@@ -33,7 +35,7 @@ impl SpoolFs {
         if let Some(node) = self.inodes.forget(ino, n)
             && let Some(f) = node.file()
         {
-            self.handles.forget(ino);
+            self.handles.forget(&node);
             self.accounts.release_file_state(f);
         }
     }

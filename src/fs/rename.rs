@@ -46,8 +46,12 @@ impl SpoolFs {
         }
         let key = Key::of(&st);
         let state = self.known_state(key, &st, &dir);
-        self.keep_open_past_last_name(&st);
-        self.remove_name(key, &state, &dir, unlink)
+        let pinned = self.keep_open_past_last_name(&st);
+        let removed = self.remove_name(key, &state, &dir, unlink);
+        if removed.is_err() {
+            self.unpin(pinned);
+        }
+        removed
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
@@ -148,9 +152,10 @@ impl SpoolFs {
         }
         let src_state = is_reg(&st).then(|| self.known_state(Key::of(&st), &st, n.src_dir));
         let replaced = dst.map(|d| d[0].1).filter(is_reg);
-        if let (Some(d), false) = (&replaced, flags & RENAME_EXCHANGE != 0) {
-            self.keep_open_past_last_name(d);
-        }
+        let pinned = match (&replaced, flags & RENAME_EXCHANGE != 0) {
+            (Some(d), false) => self.keep_open_past_last_name(d),
+            _ => None,
+        };
         let dst_state =
             replaced.map(|d| (Key::of(&d), self.known_state(Key::of(&d), &d, n.dst_dir)));
         let plan = RenamePlan {
@@ -160,7 +165,10 @@ impl SpoolFs {
             src_at: (n.src_dir, n.name_of_src()),
             dst_at: (n.dst_dir, n.newname),
         };
-        self.rename_names(plan, native)?;
+        if let Err(e) = self.rename_names(plan, native) {
+            self.unpin(pinned);
+            return Err(e);
+        }
         if n.newname == CYRUS_HEADER {
             self.learn_uuid_owner(n.dst_dir);
         }

@@ -34,9 +34,10 @@ impl SpoolFs {
         if let Some(size) = a.size {
             self.truncate(&node, size, a.fh)?;
         }
-        // `fchown`/`fchmod`/`futimens` come with their open file, which
-        // reaches the file even after its last name is gone.
-        let open = a.fh.and_then(|fh| self.open_file_of(fh, ino));
+        // An open file reaches the file even after its last name is gone:
+        // the one the request names, or else its per-file descriptor
+        // (`fchown`/`fchmod`/`futimens` come without a handle).
+        let open = self.open_file_of(a.fh.unwrap_or(NO_HANDLE), ino);
         let apply = |f: &dyn Fn(BorrowedFd) -> std::io::Result<()>| match &open {
             Some(h) => Ok(f(h.fd())?),
             None => for_each_fd(&node, f),
@@ -78,7 +79,11 @@ impl SpoolFs {
             None => None,
         };
         if let Some(h) = open {
-            return self.truncate_handle(&h, size);
+            self.truncate_handle(&h, size)?;
+            if fh == Some(NO_HANDLE) {
+                self.header_written(&h); // no RELEASE will come
+            }
+            return Ok(());
         }
         let leaf_fd = file.leaf.fd()?;
         let fd = leaf_fd.as_fd_ref();
