@@ -163,14 +163,8 @@ fn a_shared_mapping_sees_writes_through_another_descriptor_at_once() {
 #[test]
 fn a_reopened_file_is_held_to_the_limit_and_refunded_on_truncate() {
     let m = boxes(PER_FILE, &[JOHN]);
-    let f1 = format!("{JOHN}/1.");
-    let data = put_n(&m, &f1, 256 * K, 1);
-    assert_eq!(mb(&m, JOHN_MB), 256 * K);
     // Reopened (no CREATE): the write goes through the per-file descriptor.
-    let mut f = OpenOptions::new().append(true).open(m.path(&f1)).unwrap();
-    assert_edquot(f.write(b"x"), "append one byte at the limit");
-    drop(f);
-    assert_file(&m, &f1, &data);
+    let (f1, _) = fill_john_then_refuse_an_append(&m);
     // O_TRUNC refunds, and the room is usable at once.
     let f = OpenOptions::new()
         .write(true)

@@ -16,15 +16,7 @@ use common::quota::*;
 #[test]
 fn write_to_exactly_the_limit_succeeds_one_byte_more_fails_unchanged() {
     let m = boxes("", &[JOHN]);
-    let f1 = format!("{JOHN}/1.");
-    let data = put_n(&m, &f1, 256 * K, 1);
-    assert_eq!(mb(&m, JOHN_MB), 256 * K);
-
-    // One byte more, appended to the full file: refused, file unchanged.
-    let mut f = OpenOptions::new().append(true).open(m.path(&f1)).unwrap();
-    assert_edquot(f.write(b"x"), "append one byte at the limit");
-    drop(f);
-    assert_file(&m, &f1, &data);
+    let (f1, data) = fill_john_then_refuse_an_append(&m);
     // Overwriting in place does not grow: allowed.
     let mut f = OpenOptions::new().write(true).open(m.path(&f1)).unwrap();
     f.write_all(&pat(4 * K, 9)).unwrap();

@@ -86,6 +86,23 @@ pub fn put(m: &Mount, rel: &str, data: &[u8]) {
     fs::write(m.path(rel), data).unwrap_or_else(|e| panic!("write {rel}: {e}"));
 }
 
+/// Fills john's mailbox to exactly its limit with `1.`, then appends one
+/// byte to it: refused, the file unchanged. Returns the name and content.
+pub fn fill_john_then_refuse_an_append(m: &Mount) -> (String, Vec<u8>) {
+    use std::io::Write;
+    let f1 = format!("{JOHN}/1.");
+    let data = put_n(m, &f1, 256 * K, 1);
+    assert_eq!(mb(m, JOHN_MB), 256 * K);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path(&f1))
+        .unwrap();
+    assert_edquot(f.write(b"x"), "append one byte at the limit");
+    drop(f);
+    assert_file(m, &f1, &data);
+    (f1, data)
+}
+
 pub fn put_n(m: &Mount, rel: &str, n: u64, seed: u8) -> Vec<u8> {
     let d = pat(n, seed);
     put(m, rel, &d);
