@@ -229,6 +229,22 @@ class Imap:
         self.ok(typ, data, f"UID SEARCH {folder}")
         return [int(x) for x in data[0].split()]
 
+    def uid_map(self, folder):
+        """{uid: message id} via a header fetch."""
+        self.select(folder, readonly=True)
+        typ, data = self.c.uid("FETCH", "1:*",
+                               "(UID BODY.PEEK[HEADER.FIELDS (X-E2E-Id)])")
+        self.ok(typ, data, f"FETCH ids in {folder}")
+        out = {}
+        for d in data:
+            if not isinstance(d, tuple):
+                continue
+            m = re.search(rb"UID (\d+)", d[0])
+            mid = message_id_of(d[1])
+            check(m and mid, f"cannot parse {d!r:.200}")
+            out[int(m.group(1))] = mid
+        return out
+
     def fetch_all(self, folder):
         """{uid: raw bytes}"""
         uids = self.uids(folder)

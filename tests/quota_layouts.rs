@@ -14,6 +14,43 @@ use common::{Spec, backing_bytes, mkdirs, recount, used};
 
 // --- UUID layout -----------------------------------------------------------------------
 
+/// Cyrus copies a mailbox to another partition by writing `cyrus.header`
+/// in place (no rename); `cp` copies with copy_file_range. Either way the
+/// directory learns its owner from the written header, with or without a
+/// RELEASE from the kernel.
+#[test]
+fn uuid_mailbox_learns_its_owner_from_a_header_written_in_place() {
+    let m = cyrus("");
+    let hdr = cyrus_header(
+        "example.org!user.john",
+        "ab12cd34-0000-4000-8000-0000000000aa",
+    );
+    let src = m.tmp.path().join("header-to-copy");
+    fs::write(&src, &hdr).unwrap();
+    for (n, how) in ["write", "copy"].into_iter().enumerate() {
+        let id = format!("ab12cd34-0000-4000-8000-00000000000{n}");
+        let dir = format!("mail/uuid/a/b/{id}");
+        mkdirs(&m, &dir);
+        put_n(&m, &format!("{dir}/1."), 10 * K, 1);
+        let before = mb(&m, JOHN_MB);
+        let header = m.path(&format!("{dir}/cyrus.header"));
+        match how {
+            "write" => {
+                let mut f = File::create(&header).unwrap();
+                f.write_all(&hdr).unwrap();
+            }
+            _ => {
+                fs::copy(&src, &header).unwrap();
+            }
+        }
+        assert_eq!(
+            mb(&m, JOHN_MB),
+            before + 10 * K + hdr.len() as u64,
+            "{how}: the directory's files moved to user/john@example.org"
+        );
+    }
+}
+
 #[test]
 fn uuid_mailbox_is_attributed_when_its_cyrus_header_lands() {
     let mut m = cyrus("");

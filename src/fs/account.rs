@@ -162,9 +162,30 @@ impl SpoolFs {
         reached: impl FnOnce(&R, u64) -> u64,
     ) -> FsResult<R> {
         let refused = |s: &FileState, r| self.refused(what, s, r, None);
-        self.accounts
+        let done = self
+            .accounts
             .change_size(&file.state, planned, op, reached, &refused)
-            .map_err(|e| self.on_partition(file.leaf.part, e))
+            .map_err(|e| self.on_partition(file.leaf.part, e))?;
+        self.header_written(file);
+        Ok(done)
+    }
+
+    /// A `cyrus.header` written in place (Cyrus copies a mailbox to another
+    /// partition that way) names its directory's owner. Every write,
+    /// truncate, fallocate and copy goes through `change_size`, whether or
+    /// not a RELEASE follows (per-file descriptors get none); a header not
+    /// yet complete does not parse and names nobody.
+    fn header_written(&self, file: &FileNode) {
+        let parent = {
+            let s = file.state.lock().unwrap();
+            if s.name != CYRUS_HEADER {
+                return;
+            }
+            s.parent
+        };
+        if let Ok(dir) = self.dir_node(parent) {
+            self.learn_uuid_owner(&dir);
+        }
     }
 
     /// Logs a refusal with everything an operator needs, returns EDQUOT.

@@ -21,7 +21,6 @@ use super::inode::{FileNode, Node};
 use super::{PassthroughId, SpoolFs};
 use crate::backing;
 use crate::error::{FsError, FsResult};
-use crate::layout::CYRUS_HEADER;
 
 pub struct OpenFile {
     pub(super) node: Arc<Node>,
@@ -188,30 +187,10 @@ impl SpoolFs {
         Ok(o.backing.clone())
     }
 
-    /// A `cyrus.header` written in place (Cyrus copies a mailbox to another
-    /// partition that way) names the directory's owner once it is synced
-    /// or closed.
-    pub(super) fn header_written(&self, h: &OpenFile) {
-        if !h.writable {
-            return;
-        }
-        let parent = {
-            let s = h.file().state.lock().unwrap();
-            if s.name != CYRUS_HEADER {
-                return;
-            }
-            s.parent
-        };
-        if let Ok(dir) = self.dir_node(parent) {
-            self.learn_uuid_owner(&dir);
-        }
-    }
-
     pub fn release(&self, fh: u64) {
         let Some(h) = self.handles.remove_file(fh) else {
             return;
         };
-        self.header_written(&h);
         let mut o = h.file().opens.lock().unwrap();
         if h.writable {
             o.writers -= 1;
@@ -275,10 +254,6 @@ impl SpoolFs {
             || backing::pwrite(h.fd.as_fd(), data, offset, sync_flags),
             |n, old| old.max(offset + *n as u64),
         )?;
-        if fh == NO_HANDLE {
-            // No RELEASE will come for a per-file descriptor.
-            self.header_written(&h);
-        }
         Ok(n as u32)
     }
 
@@ -303,7 +278,6 @@ impl SpoolFs {
         let h = self.open_file(ino, fh)?;
         backing::sync_fd(h.fd(), datasync)
             .map_err(|e| self.on_partition(h.file().leaf.part, e.into()))?;
-        self.header_written(&h);
         Ok(())
     }
 
@@ -367,9 +341,6 @@ impl SpoolFs {
                 }
             },
         )?;
-        if to.1 == NO_HANDLE {
-            self.header_written(&hout); // no RELEASE will come
-        }
         Ok(n as u32)
     }
 

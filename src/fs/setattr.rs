@@ -79,11 +79,7 @@ impl SpoolFs {
             None => None,
         };
         if let Some(h) = open {
-            self.truncate_handle(&h, size)?;
-            if fh == Some(NO_HANDLE) {
-                self.header_written(&h); // no RELEASE will come
-            }
-            return Ok(());
+            return self.truncate_handle(&h, size);
         }
         let leaf_fd = file.leaf.fd()?;
         let fd = leaf_fd.as_fd_ref();

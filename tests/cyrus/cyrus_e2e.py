@@ -891,20 +891,7 @@ state_dir = "{tmp}/state"
 
     def uid_map(self, user, folder):
         """{uid: mid} via a header fetch."""
-        c = self.imap(user)
-        c.select(folder, readonly=True)
-        typ, data = c.c.uid("FETCH", "1:*",
-                            "(UID BODY.PEEK[HEADER.FIELDS (X-E2E-Id)])")
-        c.ok(typ, data, f"FETCH ids in {folder}")
-        out = {}
-        for d in data:
-            if not isinstance(d, tuple):
-                continue
-            m = re.search(rb"UID (\d+)", d[0])
-            mid = message_id_of(d[1])
-            check(m and mid, f"cannot parse {d!r:.200}")
-            out[int(m.group(1))] = mid
-        return out
+        return self.imap(user).uid_map(folder)
 
     def phase_imap_ops(self):
         t = time.monotonic()
