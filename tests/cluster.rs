@@ -80,14 +80,7 @@ fn three_hosts_fill_one_tenant_limit_without_overshoot() {
         return;
     }
     let etcd = Etcd::start(1);
-    let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/fill",
-        limit: "24M",
-        grant: "1M",
-        lease_ttl_secs: 3,
-        idle_return_secs: 60,
-    };
+    let spec = ClusterSpec::new(&etcd, "/spoolfs/fill", "24M");
     let hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     let watch = OvershootWatch::start(partitions(&hosts));
     let written = fill_all(&hosts, "w", 3);
@@ -132,12 +125,8 @@ fn etcd_outage_keeps_serving_within_claims_and_growth_resumes() {
     }
     let mut etcd = Etcd::start(1);
     let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/outage",
-        limit: "32M",
         grant: "2M",
-        lease_ttl_secs: 3,
-        idle_return_secs: 60,
+        ..ClusterSpec::new(&etcd, "/spoolfs/outage", "32M")
     };
     let hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     for (i, m) in hosts.iter().enumerate() {
@@ -176,14 +165,7 @@ fn killed_host_returns_its_spare_keeps_its_data_counted_and_restarts() {
     }
     let etcd = Etcd::start(1);
     let limit = 16 * MIB;
-    let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/kill",
-        limit: "16M",
-        grant: "1M",
-        lease_ttl_secs: 3,
-        idle_return_secs: 60,
-    };
+    let spec = ClusterSpec::new(&etcd, "/spoolfs/kill", "16M");
     let mut hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 32), 32);
     let dead_bytes = disk_bytes(&partition(&hosts[0]));
@@ -238,14 +220,7 @@ fn three_member_etcd_losing_one_member_keeps_working() {
     }
     let mut etcd = Etcd::start(3);
     let limit = 16 * MIB;
-    let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/members",
-        limit: "16M",
-        grant: "1M",
-        lease_ttl_secs: 3,
-        idle_return_secs: 60,
-    };
+    let spec = ClusterSpec::new(&etcd, "/spoolfs/members", "16M");
     let hosts: Vec<Mount> = (0..2).map(|i| host(&spec, i)).collect();
     assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 8), 8);
     etcd.stop_member(0);
@@ -266,14 +241,7 @@ fn quota_set_tenant_on_one_host_is_enforced_on_all() {
         return;
     }
     let etcd = Etcd::start(1);
-    let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/set",
-        limit: "64M",
-        grant: "1M",
-        lease_ttl_secs: 3,
-        idle_return_secs: 60,
-    };
+    let spec = ClusterSpec::new(&etcd, "/spoolfs/set", "64M");
     let hosts: Vec<Mount> = (0..3).map(|i| host(&spec, i)).collect();
     let (ok, out, err) = hosts[0].cli(&["quota", "set", "--tenant", TENANT, "4M"]);
     assert!(ok, "quota set: {err}");
@@ -338,13 +306,9 @@ fn a_clean_unmount_gives_the_spare_back_at_once() {
     let etcd = Etcd::start(1);
     let limit = 16 * MIB;
     let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/unmount",
-        limit: "16M",
-        grant: "1M",
         // Far longer than the test: only the unmount can return the spare.
         lease_ttl_secs: 600,
-        idle_return_secs: 60,
+        ..ClusterSpec::new(&etcd, "/spoolfs/unmount", "16M")
     };
     let mut hosts: Vec<Mount> = (0..2).map(|i| host(&spec, i)).collect();
     assert_eq!(fill(&hosts[0], 0, "a", FILE, 1, 4), 4);
@@ -366,14 +330,7 @@ fn a_host_started_while_etcd_is_down_refuses_growth_until_registered() {
     }
     let mut etcd = Etcd::start(1);
     etcd.stop_all();
-    let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/late",
-        limit: "16M",
-        grant: "1M",
-        lease_ttl_secs: 3,
-        idle_return_secs: 60,
-    };
+    let spec = ClusterSpec::new(&etcd, "/spoolfs/late", "16M");
     // Mounts after the registration timeout, serving what does not grow.
     let m = host(&spec, 0);
     assert!(
@@ -398,12 +355,10 @@ fn spare_not_drawn_on_for_a_while_goes_back_to_the_pool() {
     }
     let etcd = Etcd::start(1);
     let spec = ClusterSpec {
-        etcd: &etcd,
-        prefix: "/spoolfs/idle",
-        limit: "64M",
         grant: "4M",
         lease_ttl_secs: 600,
         idle_return_secs: 2,
+        ..ClusterSpec::new(&etcd, "/spoolfs/idle", "64M")
     };
     let m = host(&spec, 0);
     assert_eq!(fill(&m, 0, "a", FILE, 1, 4), 4);

@@ -114,12 +114,28 @@ impl Handles {
     /// write used for `idle` seconds (a file whose last name is gone keeps
     /// its own); the next request reopens.
     fn close_idle_writers(&self, now: u64, idle: u64) {
-        self.shared.retain(|ino, f| {
-            !f.writable()
-                || self.pinned.contains(ino)
-                || Arc::strong_count(f) > 1
-                || now.saturating_sub(f.last_write.load(Ordering::Relaxed)) < idle
+        self.close_shared(usize::MAX, |f| {
+            f.writable() && now.saturating_sub(f.last_write.load(Ordering::Relaxed)) >= idle
         });
+    }
+
+    /// Closes up to `max` per-file descriptors that `closable` picks, no
+    /// request holds and no pin keeps. Picked first, then removed one by
+    /// one: no descriptor is closed while a map shard is locked.
+    fn close_shared(&self, max: usize, closable: impl Fn(&OpenFile) -> bool) {
+        let idle = |ino: &u64, f: &Arc<OpenFile>| {
+            Arc::strong_count(f) == 1 && !self.pinned.contains(ino) && closable(f)
+        };
+        let picked: Vec<u64> = self
+            .shared
+            .iter()
+            .filter(|e| idle(e.key(), e.value()))
+            .map(|e| *e.key())
+            .take(max)
+            .collect();
+        for ino in picked {
+            drop(self.shared.remove_if(&ino, idle)); // closes here, unlocked
+        }
     }
 
     /// Closes the per-file descriptor of a forgotten node, unless the
@@ -139,14 +155,7 @@ impl Handles {
         if self.shared.len() <= cap {
             return;
         }
-        let mut excess = self.shared.len() - cap * 3 / 4;
-        self.shared.retain(|_, f| {
-            if excess == 0 || Arc::strong_count(f) > 1 || self.pinned.contains(&f.node.ino) {
-                return true;
-            }
-            excess -= 1;
-            false
-        });
+        self.close_shared(self.shared.len() - cap * 3 / 4, |_| true);
     }
 }
 

@@ -192,6 +192,21 @@ pub struct ClusterSpec<'a> {
     pub idle_return_secs: u64,
 }
 
+impl<'a> ClusterSpec<'a> {
+    /// A tenant limit under `prefix`, taken in 1 MiB grants, a 3 s lease,
+    /// idle spare kept 60 s; tests change what they are about.
+    pub fn new(etcd: &'a Etcd, prefix: &'a str, limit: &'a str) -> ClusterSpec<'a> {
+        ClusterSpec {
+            etcd,
+            prefix,
+            limit,
+            grant: "1M",
+            lease_ttl_secs: 3,
+            idle_return_secs: 60,
+        }
+    }
+}
+
 /// A spoolfs host of the cluster, named `h<i>`, with its mailbox made.
 pub fn host(spec: &ClusterSpec, i: usize) -> Mount {
     let endpoints: Vec<String> = spec
