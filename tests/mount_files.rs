@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::time::Duration;
 
+use common::Spec;
 use common::posix::*;
 // ---------------------------------------------------------------------------
 // files
@@ -84,7 +85,7 @@ fn file_io_create_read_write_truncate_sync() {
     r.read_to_string(&mut s).unwrap();
     assert_eq!(s, "esh");
     assert_eq!(errno(r.write(b"x")), libc::EBADF);
-    drop(r); // a read-only passthrough open refuses writers (SEMANTICS.md)
+    drop(r);
 
     // A larger file in odd-sized chunks round-trips exactly.
     let data: Vec<u8> = (0..3_000_001u32)
@@ -673,9 +674,13 @@ fn shared_mmap_write_through() {
 /// opens then costs no READ once the file is warm (on a passthrough open
 /// the kernel would read it through the daemon again each time). Files
 /// above 128 KiB stay passthrough: their plain reads reach no daemon.
+/// Passthrough needs a descriptor per open (`open_handles = true`).
 #[test]
 fn small_files_read_from_the_kept_page_cache_large_ones_by_passthrough() {
-    let m = routed();
+    let m = Spec::new(&["fast", "slow"])
+        .extra(ROUTES)
+        .extra("[mount]\nopen_handles = true\n")
+        .mount_with_top(TOP);
     fs::create_dir_all(m.path("mail/box")).unwrap();
     let reads = |m: &common::Mount| -> u64 {
         let (ok, out, err) = m.cli(&["usage", "--requests", "--json"]);
@@ -704,6 +709,9 @@ fn small_files_read_from_the_kept_page_cache_large_ones_by_passthrough() {
 
     let large = m.path("mail/box/large.");
     fs::write(&large, vec![b'l'; 256 * 1024]).unwrap();
+    // Cold: what the write left in the page cache would hide a daemon
+    // serving the reads.
+    fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
     let before = reads(&m);
     for _ in 0..5 {
         assert_eq!(open_advise_read(&large, false), 256 * 1024);

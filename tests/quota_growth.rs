@@ -353,7 +353,7 @@ fn passthrough_readers_never_let_a_writer_past_the_limit() {
 /// are passthrough.
 #[test]
 fn a_closed_passthrough_reader_never_blocks_the_next_writer() {
-    let m = boxes("", &[JOHN]);
+    let m = boxes("[mount]\nopen_handles = true\n", &[JOHN]);
     let msg = format!("{JOHN}/1.");
     let data = put_n(&m, &msg, 200 * K, 3);
     for round in 0..300 {

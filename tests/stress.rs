@@ -893,9 +893,23 @@ fn stress_child_process() {
 
 #[test]
 fn stress_short() {
+    stress(""); // per-file descriptors, the default
+}
+
+/// The same with a descriptor per open (and passthrough readers, whose
+/// ETXTBSY `open_rw` retries).
+#[test]
+fn stress_short_per_open_handles() {
+    stress("[mount]\nopen_handles = true\n");
+}
+
+fn stress(mount_extra: &str) {
     let secs = env_num("SPOOLFS_STRESS_SECS", 20);
     let seed = env_num("SPOOLFS_STRESS_SEED", 6);
-    let mut m = Spec::new(&["fast", "slow"]).extra(CONFIG).mount();
+    let mut m = Spec::new(&["fast", "slow"])
+        .extra(CONFIG)
+        .extra(mount_extra)
+        .mount();
     for (dir, _, _) in MAILBOXES {
         fs::create_dir_all(m.path(dir)).unwrap();
     }

@@ -87,7 +87,9 @@ impl Filesystem for FuseAdapter {
         for flag in wanted.iter() {
             let _ = config.add_capabilities(flag);
         }
-        if self.handler.fs().config.mount.passthrough {
+        // Passthrough is set up in OPEN replies: none without open handles.
+        let mount = &self.handler.fs().config.mount;
+        if mount.passthrough && mount.open_handles {
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
                 let _ = config.set_max_stack_depth(1);
             } else {
