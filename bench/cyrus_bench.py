@@ -41,6 +41,8 @@ import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import scratch_fs  # noqa: E402
 
 
 def load_e2e():
@@ -271,6 +273,21 @@ def print_table(table, per_msg, targets):
             print("| " + " | ".join(f"{v:.1f}" for v in ops.values()) + " |")
 
 
+def run_rounds(args, work, targets):
+    """Every target once per round, alternating the order so neither
+    always runs on a warmer disk."""
+    results = {t: [] for t in targets}
+    for r in range(args.rounds):
+        order = targets if r % 2 == 0 else list(reversed(targets))
+        for t in order:
+            res = Round(args, work, t).run()
+            say(f"round {r + 1}/{args.rounds} {t}: deliver "
+                f"{res['cyrus-deliver']:,.0f} msgs/s, fetch "
+                f"{res['cyrus-fetch']:,.0f} msgs/s")
+            results[t].append(res)
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -295,6 +312,7 @@ def main():
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--keep-logs", default=None, metavar="DIR",
                     help="copy each spoolfs round's daemon log into DIR")
+    scratch_fs.add_argument(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("cyrus_bench.py must run as root", file=sys.stderr)
@@ -310,16 +328,8 @@ def main():
     say(f"{len(work.messages)} messages, {work.bytes / 1e6:.1f} MB, "
         f"{len(work.users)} mailboxes over {args.domains} domains, "
         f"{args.connections} connections, layout {args.layout}")
-    results = {t: [] for t in targets}
-    for r in range(args.rounds):
-        # alternate the order so neither target always runs on a warmer disk
-        order = targets if r % 2 == 0 else list(reversed(targets))
-        for t in order:
-            res = Round(args, work, t).run()
-            say(f"round {r + 1}/{args.rounds} {t}: deliver "
-                f"{res['cyrus-deliver']:,.0f} msgs/s, fetch "
-                f"{res['cyrus-fetch']:,.0f} msgs/s")
-            results[t].append(res)
+    with scratch_fs.scratch_filesystem(args.fs, args.fs_size, say):
+        results = run_rounds(args, work, targets)
     table, per_msg = summarise(results, targets, len(work.messages))
     print_table(table, per_msg, targets)
     if args.json_out:

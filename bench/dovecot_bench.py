@@ -34,6 +34,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "dovecot"))
 import dovecot_e2e as e2e  # noqa: E402
 
+sys.path.insert(0, HERE)
+import scratch_fs  # noqa: E402
+
 
 class Site:
     """One target: a spool (native or spoolfs) with its own Dovecot."""
@@ -152,39 +155,9 @@ def summarize(samples, targets):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--format", choices=["maildir", "mdbox"], default="maildir")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--messages", type=int, default=400,
-                    help="messages delivered per target per round")
-    ap.add_argument("--spoolfs", action="append", default=[],
-                    metavar="NAME=BIN[,OPTS]", help="a spoolfs target (repeatable), "
-                    "OPTS its -o mount options; default "
-                    "spoolfs=target/release/spoolfs")
-    ap.add_argument("--seed", type=int, default=14)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("dovecot_bench.py must run as root", file=sys.stderr)
-        return 2
-    spoolfs = args.spoolfs or [f"spoolfs={REPO}/target/release/spoolfs"]
-    sites = [Site("native", args)]
-    for spec in spoolfs:
-        name, _, binary = spec.partition("=")
-        binary, _, options = binary.partition(",")
-        sites.append(Site(name, args, os.path.abspath(binary), options))
-    targets = [s.name for s in sites]
-
-    def stop_all():
-        for s in sites:
-            s.stop()
-    atexit.register(stop_all)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, e2e.on_signal)
-
-    e2e.ensure_packages()
+def run_rounds(args, sites, targets, stop_all):
+    """Deliveries, then cold and warm fetches, every target once per
+    round in alternating order; medians are taken by the caller."""
     samples = {}
     counted = {}  # (target, phase) -> requests per message, last round
     try:
@@ -226,6 +199,45 @@ def main():
                 for t in targets) + f" ({n} messages per target)")
     finally:
         stop_all()
+    return samples, counted
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--format", choices=["maildir", "mdbox"], default="maildir")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--messages", type=int, default=400,
+                    help="messages delivered per target per round")
+    ap.add_argument("--spoolfs", action="append", default=[],
+                    metavar="NAME=BIN[,OPTS]", help="a spoolfs target (repeatable), "
+                    "OPTS its -o mount options; default "
+                    "spoolfs=target/release/spoolfs")
+    ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--json", action="store_true")
+    scratch_fs.add_argument(ap)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("dovecot_bench.py must run as root", file=sys.stderr)
+        return 2
+    spoolfs = args.spoolfs or [f"spoolfs={REPO}/target/release/spoolfs"]
+    sites = [Site("native", args)]
+    for spec in spoolfs:
+        name, _, binary = spec.partition("=")
+        binary, _, options = binary.partition(",")
+        sites.append(Site(name, args, os.path.abspath(binary), options))
+    targets = [s.name for s in sites]
+
+    def stop_all():
+        for s in sites:
+            s.stop()
+    atexit.register(stop_all)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, e2e.on_signal)
+
+    e2e.ensure_packages()
+    with scratch_fs.scratch_filesystem(args.fs, args.fs_size, e2e.log):
+        samples, counted = run_rounds(args, sites, targets, stop_all)
     rows = summarize(samples, targets)
     if args.json:
         print(json.dumps(rows, indent=1))
