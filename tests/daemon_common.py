@@ -8,6 +8,7 @@ built on them.
 import base64
 import hashlib
 import imaplib
+import errno
 import os
 import random
 import re
@@ -56,6 +57,29 @@ def is_mounted(path, fstype=None):
             if mp == path and (fstype is None or fields[2] == fstype):
                 return True
     return False
+
+
+def wait_for_spoolfs(proc, spool, log_path, xattrs=True):
+    """Waits (30 s at most) for `proc`'s mount to appear on `spool`, then
+    checks that it serves extended attributes exactly when `xattrs` says:
+    a configuration the test asks for and the daemon ignored fails here."""
+    deadline = time.monotonic() + 30
+    while not is_mounted(spool, "fuse.spoolfs"):
+        if proc.poll() is not None:
+            raise TestFailure(f"spoolfs mount exited rc={proc.returncode}; "
+                              f"see {log_path}")
+        check(time.monotonic() < deadline,
+              "spoolfs mount did not appear in /proc/mounts in 30 s")
+        time.sleep(0.05)
+    try:
+        os.listxattr(spool)
+        served = True
+    except OSError as e:
+        check(e.errno == errno.EOPNOTSUPP, f"listxattr {spool}: {e}")
+        served = False
+    check(served == xattrs, f"{spool}: extended attributes served: {served}, "
+          f"configured: {xattrs}")
+    log(f"spoolfs mounted at {spool} (pid {proc.pid}, xattrs {'on' if xattrs else 'off'})")
 
 
 def on_signal(signum, frame):

@@ -35,7 +35,7 @@ import daemon_common  # noqa: E402
 from daemon_common import (  # noqa: E402  (the tests/ folder, above)
     LMTP, T0, TestFailure, check, default_spoolfs_bin,
     free_port, imap_quote, is_mounted, log, message_id_of, on_signal,
-    pgroup_alive, pkg_installed)
+    pgroup_alive, pkg_installed, wait_for_spoolfs)
 
 CYRUS_BIN = "/usr/lib/cyrus/bin"
 SERVERNAME = "cyrus-e2e.test"
@@ -586,7 +586,7 @@ match = "archive/**"
 partition = "slow"
 [mount]
 allow_other = true
-{getattr(self.args, "mount_toml", "")}
+{self.mount_toml()}
 [layout]
 kind = "cyrus"
 [quota]
@@ -613,17 +613,13 @@ state_dir = "{tmp}/state"
             stdin=subprocess.DEVNULL, stdout=ENV.spoolfs_log,
             stderr=subprocess.STDOUT,
             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
-        deadline = time.monotonic() + 30
-        while not is_mounted(self.spool, "fuse.spoolfs"):
-            if self.spoolfs_proc.poll() is not None:
-                raise TestFailure(f"spoolfs mount exited rc="
-                                  f"{self.spoolfs_proc.returncode}; see "
-                                  f"{tmp}/spoolfs.log")
-            check(time.monotonic() < deadline,
-                  "spoolfs mount did not appear in /proc/mounts in 30 s")
-            time.sleep(0.1)
+        xattrs = "xattrs=false" not in self.mount_toml().replace(" ", "")
+        wait_for_spoolfs(self.spoolfs_proc, self.spool, f"{tmp}/spoolfs.log", xattrs)
         os.chmod(self.spool, 0o755)
-        log(f"spoolfs mounted at {self.spool} (pid {self.spoolfs_proc.pid})")
+
+    def mount_toml(self):
+        """Extra [mount] keys (`--mount-toml`, or the benchmark's)."""
+        return getattr(self.args, "mount_toml", "")
 
     def spoolfs_usage(self):
         r = run([self.spoolfs_bin, "usage", "--json", self.spool])
@@ -1329,7 +1325,12 @@ def main():
                     help="initial [mailboxes.\"user/bob@example.com\"] limit")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (config, spool, syslog.txt)")
+    ap.add_argument("--mount-toml", default="", metavar="KEYS",
+                    help="extra [mount] keys, ';'-separated, e.g. "
+                    "'xattrs = false' (the configuration the Cyrus how-to "
+                    "recommends)")
     args = ap.parse_args()
+    args.mount_toml = args.mount_toml.replace(";", "\n")
     if args.spoolfs_bin is None:
         args.spoolfs_bin = default_spoolfs_bin()
     elif os.sep in args.spoolfs_bin:

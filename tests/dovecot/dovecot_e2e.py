@@ -34,7 +34,7 @@ import daemon_common  # noqa: E402
 from daemon_common import (  # noqa: E402  (the tests/ folder, above)
     LMTP, T0, TestFailure, check, default_spoolfs_bin,
     free_port, imap_quote, is_mounted, log, message_id_of, on_signal,
-    pgroup_alive, pkg_installed)
+    pgroup_alive, pkg_installed, wait_for_spoolfs)
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
@@ -517,16 +517,9 @@ state_dir = "{tmp}/state-spoolfs"
             stdin=subprocess.DEVNULL, stdout=ENV.spoolfs_log,
             stderr=subprocess.STDOUT,
             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
-        deadline = time.monotonic() + 30
-        while not is_mounted(self.spool, "fuse.spoolfs"):
-            if self.spoolfs_proc.poll() is not None:
-                raise TestFailure(f"spoolfs mount exited rc="
-                                  f"{self.spoolfs_proc.returncode}; see "
-                                  f"{self.tmp}/spoolfs.log")
-            check(time.monotonic() < deadline,
-                  "spoolfs mount did not appear in /proc/mounts in 30 s")
-            time.sleep(0.05)
-        log(f"spoolfs mounted at {self.spool} (pid {self.spoolfs_proc.pid})")
+        options = ",".join(self.mount_options[1::2]).split(",")
+        wait_for_spoolfs(self.spoolfs_proc, self.spool, f"{self.tmp}/spoolfs.log",
+                         xattrs="noxattrs" not in options)
 
     def spoolfs_usage(self):
         r = run([self.spoolfs_bin, "usage", "--json", self.spool])
@@ -1161,6 +1154,9 @@ def main():
                     help="initial [mailboxes.\"bob@example.com\"] limit")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (configs, spool, logs)")
+    ap.add_argument("--mount-options", default="", metavar="OPTS",
+                    help="spoolfs -o options, e.g. 'noxattrs' (the "
+                    "configuration the Dovecot how-to recommends)")
     args = ap.parse_args()
     if args.spoolfs_bin is None:
         args.spoolfs_bin = default_spoolfs_bin()
@@ -1176,6 +1172,8 @@ def main():
         signal.signal(s, on_signal)
 
     h = Harness(args)
+    if args.mount_options:
+        h.mount_options = ["-o", args.mount_options]
     ok = False
     try:
         ensure_packages()
