@@ -18,6 +18,7 @@ import tempfile
 
 KINDS = ("host", "ext4", "xfs")
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"]}
+PACKAGE = {"ext4": "e2fsprogs", "xfs": "xfsprogs"}
 
 
 def add_argument(ap):
@@ -29,6 +30,22 @@ def add_argument(ap):
                     help="size of the --fs image (sparse; default 16G)")
 
 
+def ensure_mkfs(kind, say):
+    """Installs the mkfs `kind` needs if it is missing, as the benchmarks
+    install the daemons they run."""
+    if shutil.which(MKFS[kind][0]) is not None:
+        return
+    say(f"installing {PACKAGE[kind]} for {MKFS[kind][0]}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", PACKAGE[kind]]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"--fs {kind}: {' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+    if shutil.which(MKFS[kind][0]) is None:
+        raise SystemExit(f"--fs {kind}: {PACKAGE[kind]} installed no {MKFS[kind][0]}")
+
+
 @contextlib.contextmanager
 def scratch_filesystem(kind, size, say):
     """Runs the body with `tempfile` working on a new `kind` filesystem
@@ -36,9 +53,7 @@ def scratch_filesystem(kind, size, say):
     if kind == "host":
         yield None
         return
-    if shutil.which(MKFS[kind][0]) is None:
-        raise SystemExit(f"--fs {kind}: {MKFS[kind][0]} is not installed "
-                         f"(apt-get install -y {'xfsprogs' if kind == 'xfs' else 'e2fsprogs'})")
+    ensure_mkfs(kind, say)
     work = tempfile.mkdtemp(prefix=f"bench-{kind}-", dir="/var/tmp")
     os.chmod(work, 0o755)  # the daemons' users (cyrus, vmail) pass through
     image, mnt = os.path.join(work, "fs.img"), os.path.join(work, "mnt")
