@@ -46,6 +46,14 @@ def ensure_mkfs(kind, say):
         raise SystemExit(f"--fs {kind}: {PACKAGE[kind]} installed no {MKFS[kind][0]}")
 
 
+def must(cmd, what):
+    """Runs `cmd`; a failure ends the run with what failed and why."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{what}: {' '.join(cmd)} failed: "
+                         f"{(r.stderr or r.stdout).strip()}")
+
+
 @contextlib.contextmanager
 def scratch_filesystem(kind, size, say):
     """Runs the body with `tempfile` working on a new `kind` filesystem
@@ -60,9 +68,9 @@ def scratch_filesystem(kind, size, say):
     os.mkdir(mnt)
     mounted = False
     try:
-        subprocess.run(["truncate", "-s", size, image], check=True)
-        subprocess.run(MKFS[kind] + [image], check=True)
-        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+        must(["truncate", "-s", size, image], f"--fs-size {size!r}")
+        must(MKFS[kind] + [image], f"--fs {kind}")
+        must(["mount", "-o", "loop", image, mnt], f"--fs {kind} (loop devices?)")
         mounted = True
         os.chmod(mnt, 0o1777)  # as /tmp: the daemons' users make files here
         say(f"working on a fresh {kind} image ({size}) mounted at {mnt}")
