@@ -6,9 +6,9 @@ built on them.
 """
 
 import base64
+import errno
 import hashlib
 import imaplib
-import errno
 import os
 import random
 import re
