@@ -80,7 +80,7 @@ if [ "${1:-}" != "--quick" ]; then
   passed=$((passed + 1))
   cargo build --release --manifest-path bench/Cargo.toml
   bench/target/release/spoolfs-bench --scale tiny --runs 1 --targets native,spoolfs \
-    --spoolfs-bin "$PWD/target/release/spoolfs"
+    --spoolfs-bin "$PWD/target/release/spoolfs" --fs ext4 --fs-size 4G
   # the real-daemon benchmark, small, so that it cannot rot
   # (on a fresh ext4 loop image, so that --fs cannot rot either)
   python3 bench/cyrus_bench.py --rounds 1 --messages 60 --mailboxes 12 --domains 3 \

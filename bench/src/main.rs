@@ -4,6 +4,7 @@
 
 mod report;
 mod rng;
+mod scratch;
 mod spoolfs;
 mod sys;
 mod workloads;
@@ -26,9 +27,17 @@ struct Cli {
     #[arg(long)]
     spoolfs_bin: Option<PathBuf>,
     /// Where to put the native directory, the spoolfs partitions and the
-    /// mount-scan corpus (all on this one filesystem).
+    /// mount-scan corpus (all on this one filesystem); with --fs, where the
+    /// image of the scratch filesystem goes.
     #[arg(long, default_value = "/var/tmp")]
     dir: PathBuf,
+    /// Run on --dir as it is (host), or on a fresh journaled ext4 / XFS in
+    /// a loop image under it, made for this run and removed after it.
+    #[arg(long, value_enum, default_value = "host")]
+    fs: scratch::FsKind,
+    /// Size of the --fs image (sparse).
+    #[arg(long, default_value = "16G")]
+    fs_size: String,
     /// Repetitions; the table shows the median.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -142,10 +151,19 @@ fn run(cli: Cli) -> Result<i32> {
         return Err("--runs must be at least 1".into());
     }
     let dir = cli.dir.canonicalize().ctx(|| format!("--dir {}", cli.dir.display()))?;
+    // Declared before everything made inside it, so it is unmounted last.
+    let scratch = scratch::ScratchFs::create(cli.fs, &cli.fs_size, &dir)?;
+    let dir = scratch.as_ref().map_or(dir, |s| s.mnt.clone());
     let sel = if cli.workloads.is_empty() { Workload::all() } else { cli.workloads.clone() };
     let params = Params::new(cli.scale, cli.seed, cli.write_block.max(1));
     let mut notes: Vec<String> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
+    if scratch.is_some() {
+        notes.push(format!("on a fresh {:?} image of {} (--fs), removed after the run", cli.fs, cli.fs_size));
+        if cli.keep_corpus {
+            notes.push("--keep-corpus has no effect with --fs: the image is removed".into());
+        }
+    }
 
     // ---- targets
     let explicit = !cli.targets.is_empty();
