@@ -86,10 +86,21 @@ def on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1, never one this process handed out
+    before: the kernel may give the same ephemeral port to two binds in a
+    row once the first socket is closed, and a daemon then refuses its
+    configuration (Dovecot: `duplicate listener`, seen in CI)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def pkg_installed(name):
