@@ -20,20 +20,46 @@ use crate::fs::{Attr, Caller, FileKind, PassthroughId, SetAttr, SetTime};
 use crate::fuse::handler::{Answer, Handler, OPEN_FLAGS, XattrAnswer};
 
 /// One request as the kernel put it in a ring entry.
-pub struct Request<'a> {
-    pub header: abi::InHeader,
+struct Request<'a> {
+    header: abi::InHeader,
     /// The opcode's fixed header (up to 128 bytes).
-    pub op_in: &'a [u8],
+    op_in: &'a [u8],
     /// The other arguments, `payload_sz` bytes.
-    pub payload: &'a [u8],
+    payload: &'a [u8],
 }
 
 /// What goes back: the errno, or the reply's argument bytes.
 pub type Reply = Answer<Vec<u8>>;
 
-/// Serves one request; those `Handler` serves (and counts by operation)
-/// are counted as having come over the ring too.
-pub fn serve(h: &Handler, dev: &DevFuse, req: &Request) -> Reply {
+/// Serves the request in a ring entry and writes the reply's arguments
+/// into `buf`, the entry's payload buffer, which holds the request's
+/// `payload_len` payload bytes until then: the reply's length. READ is
+/// read straight into `buf`, with no allocation or copy per READ.
+pub fn serve_into(
+    h: &Handler,
+    dev: &DevFuse,
+    header: abi::InHeader,
+    op_in: &[u8],
+    payload_len: usize,
+    buf: &mut [u8],
+) -> Answer<usize> {
+    if header.opcode == op::READ {
+        return read_into(h, &header, op_in, buf);
+    }
+    let request = Request {
+        header,
+        op_in,
+        payload: &buf[..payload_len],
+    };
+    let bytes = serve(h, dev, &request)?;
+    let out = buf.get_mut(..bytes.len()).ok_or(libc::EIO)?;
+    out.copy_from_slice(&bytes);
+    Ok(bytes.len())
+}
+
+/// Serves one request but READ (`serve_into`); those `Handler` serves
+/// (and counts by operation) are counted as having come over the ring too.
+fn serve(h: &Handler, dev: &DevFuse, req: &Request) -> Reply {
     let ino = req.header.nodeid;
     let reply = match req.header.opcode {
         op::LOOKUP => entry(h, h.lookup(ino, name(req.payload)?)),
@@ -49,9 +75,6 @@ pub fn serve(h: &Handler, dev: &DevFuse, req: &Request) -> Reply {
         op::RENAME2 => rename(h, req, true),
         op::LINK => link(h, req),
         op::OPEN => open(h, dev, req),
-        // The ring serves READ into its entry (`read_into`); this is for
-        // any other caller.
-        op::READ => read(h, req),
         op::WRITE => write(h, req),
         op::STATFS => statfs(h, ino),
         op::RELEASE => release(h, req),
@@ -295,19 +318,9 @@ fn open(h: &Handler, dev: &DevFuse, req: &Request) -> Reply {
     })
 }
 
-fn read(h: &Handler, req: &Request) -> Reply {
-    let a: abi::ReadIn = arg(req.op_in)?;
-    h.read(req.header.nodeid, a.fh, a.offset, a.size)
-}
-
 /// READ, straight into the entry's payload buffer (which the request
 /// left empty): the reply's length.
-pub fn read_into(
-    h: &Handler,
-    header: &abi::InHeader,
-    op_in: &[u8],
-    out: &mut [u8],
-) -> Answer<usize> {
+fn read_into(h: &Handler, header: &abi::InHeader, op_in: &[u8], out: &mut [u8]) -> Answer<usize> {
     let a: abi::ReadIn = arg(op_in)?;
     let len = (a.size as usize).min(out.len());
     let n = h.read_into(header.nodeid, a.fh, a.offset, &mut out[..len])?;

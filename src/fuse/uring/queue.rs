@@ -18,7 +18,7 @@ use log::{debug, error};
 
 use super::abi::{self, Wire};
 use super::backing::DevFuse;
-use super::dispatch::{self, Request};
+use super::dispatch;
 use crate::fuse::handler::Handler;
 
 /// `fuse_uring_req_header`, aligned for the integers in it.
@@ -64,18 +64,7 @@ impl RingEntry {
         let op_in = &h[abi::OP_IN_OFFSET..abi::ENT_IN_OUT_OFFSET];
         let payload = &mut self.payload;
         let reply = catch_unwind(AssertUnwindSafe(|| {
-            if in_header.opcode == abi::op::READ {
-                return dispatch::read_into(handler, &in_header, op_in, payload);
-            }
-            let request = Request {
-                header: in_header,
-                op_in,
-                payload: &payload[..payload_len],
-            };
-            let bytes = dispatch::serve(handler, dev, &request)?;
-            let out = payload.get_mut(..bytes.len()).ok_or(libc::EIO)?;
-            out.copy_from_slice(&bytes);
-            Ok(bytes.len())
+            dispatch::serve_into(handler, dev, in_header, op_in, payload_len, payload)
         }))
         .unwrap_or_else(|_| {
             error!("request {} panicked; answered EIO", in_header.opcode);
