@@ -35,12 +35,19 @@ impl OpenFile {
     /// A descriptor the daemon keeps for every open of a file the kernel
     /// opened without asking (see `handles.rs`).
     pub(super) fn shared(node: Arc<Node>, fd: OwnedFd, writable: bool) -> OpenFile {
+        let f = OpenFile::per_open(node, fd, writable, false);
+        f.last_write.store(super::handles::now(), Ordering::Relaxed);
+        f
+    }
+
+    /// The descriptor of one OPEN or CREATE, under its own handle.
+    fn per_open(node: Arc<Node>, fd: OwnedFd, writable: bool, passthrough: bool) -> OpenFile {
         OpenFile {
             node,
             fd,
             writable,
-            passthrough: false,
-            last_write: AtomicU64::new(super::handles::now()),
+            passthrough,
+            last_write: AtomicU64::new(0),
         }
     }
 
@@ -99,13 +106,9 @@ impl SpoolFs {
         let fd = backing::reopen(file.leaf.fd()?.as_fd_ref(), flags & !STRIPPED)?;
         let backing = self.admit(file, &fd, writable, make_backing)?;
         let passthrough = backing.is_some();
-        let fh = self.handles.add_file(OpenFile {
-            node: node.clone(),
-            fd,
-            writable,
-            passthrough,
-            last_write: AtomicU64::new(0),
-        });
+        let fh = self
+            .handles
+            .add_file(OpenFile::per_open(node.clone(), fd, writable, passthrough));
         if writable && flags & libc::O_TRUNC != 0 {
             let h = self.open_file(ino, fh)?;
             if let Err(e) = self.truncate_handle(&h, 0) {
@@ -126,13 +129,9 @@ impl SpoolFs {
             o.cached_readers += 1;
         }
         drop(o);
-        Ok(self.handles.add_file(OpenFile {
-            node: node.clone(),
-            fd,
-            writable,
-            passthrough: false,
-            last_write: AtomicU64::new(0),
-        }))
+        Ok(self
+            .handles
+            .add_file(OpenFile::per_open(node, fd, writable, false)))
     }
 
     /// Counts the open and decides how the kernel serves it: passthrough

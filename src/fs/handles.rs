@@ -138,6 +138,14 @@ impl Handles {
         }
     }
 
+    /// The per-file descriptor of `node`, if open. Checked by node, not
+    /// just by number: a descriptor left by a node the kernel forgot must
+    /// not serve a new node with the same number.
+    fn shared_of(&self, node: &Arc<Node>) -> Option<Arc<OpenFile>> {
+        let f = self.shared.get(&node.ino)?;
+        Arc::ptr_eq(&f.node, node).then(|| f.clone())
+    }
+
     /// Closes the per-file descriptor of a forgotten node, unless the
     /// inode number already stands for a new node.
     pub(super) fn forget(&self, node: &Arc<Node>) {
@@ -166,13 +174,9 @@ impl SpoolFs {
         if fh != NO_HANDLE {
             return self.handles.file(fh);
         }
-        // The node, not just the number: a descriptor left by a node the
-        // kernel forgot must not serve a new node with the same number.
         let node = self.node(ino)?;
-        if let Some(f) = self.handles.shared.get(&ino)
-            && Arc::ptr_eq(&f.node, &node)
-        {
-            return Ok(f.clone());
+        if let Some(f) = self.handles.shared_of(&node) {
+            return Ok(f);
         }
         let opened = Arc::new(self.open_shared(node)?);
         let kept = match self.handles.shared.entry(ino) {
@@ -243,9 +247,7 @@ impl SpoolFs {
     /// requests that can do without one (getattr, setattr).
     pub(super) fn open_file_of(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
         if fh == NO_HANDLE {
-            let node = self.node(ino).ok()?;
-            let f = self.handles.shared.get(&ino)?.clone();
-            return Arc::ptr_eq(&f.node, &node).then_some(f);
+            return self.handles.shared_of(&self.node(ino).ok()?);
         }
         let h = self.handles.file(fh).ok()?;
         (h.node.ino == ino).then_some(h)

@@ -72,9 +72,7 @@ impl Attr {
             blksize: st.st_blksize as u32,
         }
     }
-}
 
-impl Attr {
     /// What a lookup of an absent name answers where the kernel may keep
     /// the absence: node id 0 (a "negative entry").
     pub fn absent() -> Attr {
