@@ -271,14 +271,21 @@ class Imap:
                                "(UID BODY.PEEK[HEADER.FIELDS (X-E2E-Id)])")
         self.ok(typ, data, f"FETCH ids in {folder}")
         out = {}
+        for uid, body in self.by_uid(data, folder):
+            mid = message_id_of(body)
+            check(mid, f"{self.user} {folder}: no X-E2E-Id in {body!r:.200}")
+            out[uid] = mid
+        return out
+
+    def by_uid(self, data, folder):
+        """(uid, fetched bytes) for each message of a UID FETCH answer."""
         for d in data:
             if not isinstance(d, tuple):
                 continue
             m = re.search(rb"UID (\d+)", d[0])
-            mid = message_id_of(d[1])
-            check(m and mid, f"cannot parse {d!r:.200}")
-            out[int(m.group(1))] = mid
-        return out
+            check(m is not None, f"{self.user} {folder}: unexpected FETCH "
+                  f"response {d[0]!r:.200}")
+            yield int(m.group(1)), d[1]
 
     def fetch_all(self, folder):
         """{uid: raw bytes}"""
@@ -287,14 +294,7 @@ class Imap:
             return {}
         typ, data = self.c.uid("FETCH", "1:*", "(UID BODY.PEEK[])")
         self.ok(typ, data, f"UID FETCH 1:* in {folder}")
-        out = {}
-        for d in data:
-            if not isinstance(d, tuple):
-                continue
-            m = re.search(rb"UID (\d+)", d[0])
-            check(m is not None, f"{self.user} {folder}: unexpected FETCH "
-                  f"response {d[0]!r:.200}")
-            out[int(m.group(1))] = d[1]
+        out = dict(self.by_uid(data, folder))
         check(sorted(out) == uids, f"{self.user} {folder}: FETCH returned "
               f"uids {sorted(out)[:20]} for {uids[:20]}")
         return out
