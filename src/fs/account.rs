@@ -134,6 +134,7 @@ impl SpoolFs {
         parent: &Node,
         name: &OsStr,
     ) -> Arc<Mutex<FileState>> {
+        let _steady = self.accounts.steady();
         let state = self.accounts.file_state(key, st, || self.folder_of(parent));
         let metadata = self.layout.is_metadata_name(name);
         state.lock().unwrap().named(parent.ino, name, metadata);
@@ -161,6 +162,7 @@ impl SpoolFs {
         op: impl FnOnce() -> io::Result<R>,
         reached: impl FnOnce(&R, u64) -> u64,
     ) -> FsResult<R> {
+        let _steady = self.accounts.steady();
         let refused = |s: &FileState, r| self.refused(what, s, r, None);
         let done = self
             .accounts

@@ -24,6 +24,7 @@ impl SpoolFs {
         umask: u32,
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
+        let _steady = self.accounts.steady();
         let mode = mode & !umask & 0o7777;
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
         // A per-file descriptor serves every later open of the file too:
@@ -55,6 +56,7 @@ impl SpoolFs {
         umask: u32,
         rdev: u32,
     ) -> FsResult<Attr> {
+        let _steady = self.accounts.steady();
         let perm = mode & !umask & 0o7777;
         let (dir, pfd, c) = self.prepare_new(parent, name)?;
         backing::mknod_at(

@@ -34,6 +34,7 @@ impl SpoolFs {
         mode: u32,
         umask: u32,
     ) -> FsResult<Attr> {
+        let _steady = self.accounts.steady();
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         if self.name_exists(&dir, &c)? {

@@ -25,6 +25,7 @@ const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 
 impl SpoolFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let _steady = self.accounts.steady();
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         let (part, st) = self.find(&dir, &c)?[0];
@@ -55,6 +56,7 @@ impl SpoolFs {
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
+        let _steady = self.accounts.steady();
         let node = self.node(ino)?;
         let leaf = node.leaf().ok_or(FsError::Permission)?;
         let dir = self.dir_node(newparent)?;
@@ -90,6 +92,15 @@ impl SpoolFs {
             Ok(f) => Some(f),
             Err(FsError::NotFound) => None,
             Err(e) => return Err(e),
+        };
+        // Directory renames and a landing `cyrus.header` move charges
+        // wholesale, in steps: they run alone (see `accounts/gate.rs`).
+        let wholesale = is_dir(&src[0].1)
+            || dst.as_deref().is_some_and(|d| is_dir(&d[0].1))
+            || newname == CYRUS_HEADER;
+        let _gate = match wholesale {
+            true => self.accounts.alone(),
+            false => self.accounts.steady(),
         };
         if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
             return Err(FsError::Exists);

@@ -15,7 +15,10 @@
 //! backing call, all-or-nothing over every mailbox and tenant touched, and
 //! settled to the size actually reached afterwards. A rename's transfer is
 //! a guard (`quota::Transfer`): committed once the backing rename is done,
-//! undone on drop, so no error path leaves bytes held.
+//! undone on drop, so no error path leaves bytes held. A directory rename
+//! moving a subtree between folders runs alone (`gate.rs`): every other
+//! operation that works out a folder or changes a charge holds the gate
+//! shared.
 //!
 //! What it does not know: the inode table and the spool paths (see
 //! `account.rs`, which works out folders and names and logs refusals).
@@ -29,9 +32,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 
 mod charged;
+mod gate;
 mod subtree;
 
 use charged::{Recharge, moved, with_name, without_name};
+use gate::MoveGate;
+pub(super) use gate::Passage;
 pub(super) use subtree::{ChargeMove, SubtreeMove};
 
 use super::inode::{FileNode, Key};
@@ -150,16 +156,21 @@ pub struct Accounts {
     epoch: AtomicU64,
     /// Owners of UUID mailbox directories learned from their `cyrus.header`.
     owners: DashMap<PathBuf, FolderId>,
+    /// Subtree moves run alone (see `gate.rs`).
+    gate: Arc<MoveGate>,
 }
 
 impl Accounts {
     pub fn new(ledger: Arc<Ledger>) -> Accounts {
         let files: Arc<Files> = Arc::default();
+        let gate = Arc::new(MoveGate::default());
         // A run-time limit can make a folder its own quota root (or stop
-        // it being one): files with names in several folders are recounted.
-        let (weak, index) = (Arc::downgrade(&ledger), files.clone());
+        // it being one): files with names in several folders are recounted,
+        // alone, as a subtree move would be.
+        let (weak, index, alone) = (Arc::downgrade(&ledger), files.clone(), gate.clone());
         ledger.on_roots_changed(Box::new(move || {
             if let Some(ledger) = weak.upgrade() {
+                let _alone = alone.exclusive();
                 charged::rebalance(&ledger, &index);
             }
         }));
@@ -168,7 +179,23 @@ impl Accounts {
             files,
             epoch: AtomicU64::new(1),
             owners: DashMap::new(),
+            gate,
         }
+    }
+
+    // --- the gate -------------------------------------------------------
+
+    /// Held by every operation that works out a folder or changes a
+    /// charge, from before the first until after the last: no subtree
+    /// move runs meanwhile (see `gate.rs`).
+    pub fn steady(&self) -> Passage<'_> {
+        self.gate.shared()
+    }
+
+    /// Held by the operations that move charges wholesale (directory
+    /// renames, a `cyrus.header` naming a new owner): they run alone.
+    pub fn alone(&self) -> Passage<'_> {
+        self.gate.exclusive()
     }
 
     // --- folders and owners -------------------------------------------
