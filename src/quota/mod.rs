@@ -278,7 +278,10 @@ impl Ledger {
     /// added, `credits` taken off usage — so every report shows the
     /// outcome and no account shows more than the transfer leaves it. The
     /// credited bytes stay held against the limits until the transfer ends,
-    /// so nothing else can use that room before the names have really left.
+    /// so nothing else can use that room before the names have really left —
+    /// except at an account the transfer also charges (a tenant when mail
+    /// moves between two of its mailboxes), where the charge already counts
+    /// them.
     /// The returned guard is undone when dropped unless committed, so no
     /// error path can leave bytes held.
     pub fn begin_transfer(
@@ -288,14 +291,19 @@ impl Ledger {
         kind: ChargeKind,
     ) -> Result<Transfer<'_>, Refusal> {
         let mut state = self.charge_waiting(charges, credits, kind)?;
-        let credits = credits
+        let credits: Vec<_> = credits
             .iter()
-            .map(|&(folder, bytes)| (folder, state.credit_held(folder, bytes, self.warn_percent)))
+            .map(|&(folder, bytes)| (folder, state.credit(folder, bytes, self.warn_percent)))
             .collect();
+        let holds = state.holds_for(charges, &credits);
+        for (&(folder, _), &held) in credits.iter().zip(&holds) {
+            state.hold(folder, held);
+        }
         Ok(Transfer {
             ledger: self,
             charges: charges.to_vec(),
             credits,
+            holds,
             committed: false,
         })
     }
@@ -304,8 +312,8 @@ impl Ledger {
     /// the operation failed.
     fn end_transfer(&self, t: &Transfer, done: bool) {
         let mut state = self.lock();
-        for &(folder, bytes) in &t.credits {
-            state.release_held(folder, bytes);
+        for (&(folder, bytes), &held) in t.credits.iter().zip(&t.holds) {
+            state.release(folder, held);
             if !done {
                 state.charge(&[folder], bytes, self.warn_percent);
             }
@@ -445,6 +453,8 @@ pub struct Transfer<'a> {
     ledger: &'a Ledger,
     charges: Vec<(FolderId, u64)>,
     credits: Vec<(FolderId, u64)>,
+    /// What each credit holds until the transfer ends (`State::holds_for`).
+    holds: Vec<state::Held>,
     committed: bool,
 }
 

@@ -101,11 +101,19 @@ impl<K: Eq + Hash> Accounts<K> {
 // State behind the lock
 // ---------------------------------------------------------------------------
 
+/// Bytes a transfer holds at one folder, against its mailbox account and
+/// against its tenant account (see `State::holds_for`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Held {
+    pub(super) mailbox: u64,
+    pub(super) tenant: u64,
+}
+
 pub(super) struct Folder {
     pub(super) name: FolderRef,
     pub(super) usage: u64,
     /// This folder's share of its accounts' `held`.
-    pub(super) held: u64,
+    pub(super) held: Held,
     /// Index into `State::mailboxes`: this folder's quota root.
     pub(super) mailbox: usize,
     /// Index into `State::tenants`.
@@ -140,7 +148,7 @@ impl State {
         self.folders.push(Folder {
             name,
             usage: 0,
-            held: 0,
+            held: Held::default(),
             mailbox,
             tenant,
             partition: None,
@@ -294,27 +302,66 @@ impl State {
         }
     }
 
-    /// Takes `bytes` off a folder's usage but keeps them held against its
-    /// accounts' limits (see `Ledger::begin_transfer`). Returns what was
-    /// taken (never more than the folder's usage).
-    pub(super) fn credit_held(&mut self, id: FolderId, bytes: u64, warn_percent: u8) -> u64 {
+    /// Takes `bytes` off a folder's usage (see `Ledger::begin_transfer`).
+    /// Returns what was taken (never more than the folder's usage).
+    pub(super) fn credit(&mut self, id: FolderId, bytes: u64, warn_percent: u8) -> u64 {
         let taken = bytes.min(self.folders[id.0 as usize].usage);
         self.refund(&[id], taken, warn_percent);
-        self.adjust_held(id, |h| h + taken);
         taken
     }
 
-    pub(super) fn release_held(&mut self, id: FolderId, bytes: u64) {
-        self.adjust_held(id, |h| h.saturating_sub(bytes));
+    /// What each credited folder of a transfer must hold against its
+    /// accounts' limits: what the account is credited beyond what the same
+    /// transfer charges it. A folder moving between two mailboxes of one
+    /// tenant holds nothing at the tenant, which the charge already counts;
+    /// counting it twice would refuse the tenant's other writers meanwhile.
+    pub(super) fn holds_for(
+        &self,
+        charges: &[(FolderId, u64)],
+        credits: &[(FolderId, u64)],
+    ) -> Vec<Held> {
+        let (mut mailbox_room, mut tenant_room) = (Vec::new(), Vec::new());
+        for &(id, bytes) in charges {
+            let folder = &self.folders[id.0 as usize];
+            accumulate(&mut mailbox_room, folder.mailbox, bytes);
+            if let Some(t) = folder.tenant {
+                accumulate(&mut tenant_room, t, bytes);
+            }
+        }
+        credits
+            .iter()
+            .map(|&(id, taken)| {
+                let folder = &self.folders[id.0 as usize];
+                let offset = take_room(&mut mailbox_room, folder.mailbox, taken);
+                let tenant = match folder.tenant {
+                    Some(t) => taken - take_room(&mut tenant_room, t, taken),
+                    None => 0,
+                };
+                Held {
+                    mailbox: taken - offset,
+                    tenant,
+                }
+            })
+            .collect()
     }
 
-    pub(super) fn adjust_held(&mut self, id: FolderId, adjust: impl Fn(u64) -> u64) {
+    pub(super) fn hold(&mut self, id: FolderId, held: Held) {
+        self.adjust_held(id, held, |h, n| h + n);
+    }
+
+    pub(super) fn release(&mut self, id: FolderId, held: Held) {
+        self.adjust_held(id, held, u64::saturating_sub);
+    }
+
+    fn adjust_held(&mut self, id: FolderId, by: Held, adjust: impl Fn(u64, u64) -> u64) {
         let folder = &mut self.folders[id.0 as usize];
-        folder.held = adjust(folder.held);
-        let (mailbox, tenant) = (folder.mailbox, folder.tenant);
-        let tenant = tenant.map(|t| &mut self.tenants.list[t]);
-        for account in std::iter::once(&mut self.mailboxes.list[mailbox]).chain(tenant) {
-            account.held = adjust(account.held);
+        folder.held.mailbox = adjust(folder.held.mailbox, by.mailbox);
+        folder.held.tenant = adjust(folder.held.tenant, by.tenant);
+        let account = &mut self.mailboxes.list[folder.mailbox];
+        account.held = adjust(account.held, by.mailbox);
+        if let Some(t) = folder.tenant {
+            let account = &mut self.tenants.list[t];
+            account.held = adjust(account.held, by.tenant);
         }
     }
 
@@ -361,10 +408,10 @@ impl State {
         folder.tenant = tenant;
         let (usage, held) = (folder.usage, folder.held);
         self.mailboxes.list[mailbox].used += usage;
-        self.mailboxes.list[mailbox].held += held;
+        self.mailboxes.list[mailbox].held += held.mailbox;
         if let Some(tenant) = tenant {
             self.tenants.list[tenant].used += usage;
-            self.tenants.list[tenant].held += held;
+            self.tenants.list[tenant].held += held.tenant;
         }
     }
 
@@ -481,6 +528,26 @@ pub(super) fn check_bound(
         asked,
         share,
     })
+}
+
+/// Adds `bytes` to `account`'s entry in a short list.
+fn accumulate(room: &mut Vec<(usize, u64)>, account: usize, bytes: u64) {
+    match room.iter_mut().find(|(i, _)| *i == account) {
+        Some((_, total)) => *total += bytes,
+        None => room.push((account, bytes)),
+    }
+}
+
+/// Takes up to `want` from `account`'s entry; returns what it took.
+fn take_room(room: &mut [(usize, u64)], account: usize, want: u64) -> u64 {
+    match room.iter_mut().find(|(i, _)| *i == account) {
+        Some((_, left)) => {
+            let took = want.min(*left);
+            *left -= took;
+            took
+        }
+        None => 0,
+    }
 }
 
 /// Credits only offset accounts the charges touch (`only_existing`).

@@ -185,6 +185,36 @@ fn a_transfer_under_way_shows_its_outcome_but_holds_the_room() {
 }
 
 #[test]
+fn a_move_within_a_tenant_or_a_mailbox_holds_no_room_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = new_ledger(dir.path(), Some(1000), Some(2000));
+    let (john, jane, archive) = (id(&ledger, JOHN), id(&ledger, JANE), id(&ledger, ARCHIVE));
+    let bob = id(&ledger, "user/bob@example.org");
+    ledger.reserve(&[jane], 900, ChargeKind::Data).unwrap();
+    ledger.reserve(&[john], 600, ChargeKind::Data).unwrap();
+    // 300 move from jane to john: the tenant counts them once (at john),
+    // jane's mailbox keeps holding them until the move is done.
+    let t = ledger
+        .begin_transfer(&[(john, 300)], &[(jane, 300)], ChargeKind::Data)
+        .unwrap();
+    ledger.reserve(&[bob], 500, ChargeKind::Data).unwrap(); // 1500 + 500 = 2000
+    let r = ledger.reserve(&[jane], 101, ChargeKind::Data).unwrap_err();
+    assert_eq!(r.scope, mailbox(JANE), "jane: 600 + 300 held + 101 > 1000");
+    t.commit();
+    ledger.refund(&[bob], 500);
+    // Between two folders of john's own mailbox: nothing is held at all.
+    let t = ledger
+        .begin_transfer(&[(archive, 200)], &[(john, 200)], ChargeKind::Data)
+        .unwrap();
+    ledger.reserve(&[john], 100, ChargeKind::Data).unwrap(); // 900 + 100 = 1000
+    drop(t); // failed: undone, and nothing stays held
+    assert_eq!(ledger.usage(&mailbox(JOHN)), 1000);
+    ledger.refund(&[john], 100);
+    ledger.reserve(&[john], 100, ChargeKind::Data).unwrap();
+    assert_eq!(ledger.usage(&tenant(TENANT)), 1600);
+}
+
+#[test]
 fn tenant_refusal_names_the_mailbox() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = new_ledger(dir.path(), None, Some(100));
