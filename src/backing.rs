@@ -70,6 +70,18 @@ pub fn lookup_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
     owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })
 }
 
+/// Walks `path` (relative, one component at a time, never following a
+/// symlink) from `dir`: an `O_PATH` descriptor on what it names.
+pub fn lookup_path(dir: BorrowedFd, path: &Path) -> io::Result<OwnedFd> {
+    let mut here = dir.try_clone_to_owned()?;
+    for part in path.components() {
+        let name = CString::new(part.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        here = lookup_at(here.as_fd_ref(), &name)?;
+    }
+    Ok(here)
+}
+
 /// `lstat` of `name` in `dir`.
 pub fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();

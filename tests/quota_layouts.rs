@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 
 use common::quota::*;
-use common::{Spec, backing_bytes, mkdirs, recount, used};
+use common::{Mount, Spec, backing_bytes, mkdirs, recount, used};
 
 // --- UUID layout -----------------------------------------------------------------------
 
@@ -102,6 +102,152 @@ fn uuid_mailbox_is_attributed_when_its_cyrus_header_lands() {
     let total2 = 256 * K - hdr.len() as u64 + hdr2.len() as u64;
     assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (0, total2));
     assert_eq!(backing_bytes(&m, &dir), total2);
+}
+
+// --- UUID layout: the owner follows the header ------------------------------------
+
+/// Cyrus's way: `cyrus.header.NEW` written, then renamed into place.
+fn land_header(m: &Mount, dir: &str, owner: &str, id: &str) -> u64 {
+    let hdr = cyrus_header(owner, id);
+    fs::write(m.path(&format!("{dir}/cyrus.header.NEW")), &hdr).unwrap();
+    fs::rename(
+        m.path(&format!("{dir}/cyrus.header.NEW")),
+        m.path(&format!("{dir}/cyrus.header")),
+    )
+    .unwrap();
+    hdr.len() as u64
+}
+
+fn uuid_dir(id: &str) -> String {
+    format!("mail/uuid/a/b/{id}")
+}
+
+#[test]
+fn a_uuid_mailbox_that_loses_its_header_belongs_to_nobody() {
+    let mut m = cyrus("");
+    let (a, b) = (uuid_dir("ab000001"), uuid_dir("ab000002"));
+    for d in [&a, &b] {
+        mkdirs(&m, d);
+        put_n(&m, &format!("{d}/1."), 10 * K, 1);
+        land_header(&m, d, "example.org!user.john", "ab000001");
+    }
+    assert!(mb(&m, JOHN_MB) > 20 * K);
+    // Cyrus deleting a mailbox: the header goes (unlinked, or renamed
+    // away) before or after the messages; what is left is nobody's.
+    fs::remove_file(m.path(&format!("{a}/cyrus.header"))).unwrap();
+    fs::rename(
+        m.path(&format!("{b}/cyrus.header")),
+        m.path(&format!("{b}/cyrus.header.old")),
+    )
+    .unwrap();
+    assert_eq!(mb(&m, JOHN_MB), 0, "no header, no owner");
+    m.restart();
+    assert_eq!(mb(&m, JOHN_MB), 0, "the rebuild agrees");
+    // A directory made again at a removed one's path learns afresh.
+    fs::remove_file(m.path(&format!("{a}/1."))).unwrap();
+    land_header(&m, &a, "example.org!user.john", "ab000001");
+    fs::remove_file(m.path(&format!("{a}/cyrus.header"))).unwrap();
+    fs::remove_dir(m.path(&a)).unwrap();
+    mkdirs(&m, &a);
+    put_n(&m, &format!("{a}/1."), 700, 2);
+    assert_eq!(mb(&m, JOHN_MB), 0, "files before the new header: nobody's");
+}
+
+#[test]
+fn a_header_linked_or_exchanged_into_place_names_the_owner() {
+    let mut m = cyrus("");
+    let (a, b) = (uuid_dir("ab000003"), uuid_dir("ab000004"));
+    mkdirs(&m, &a);
+    put_n(&m, &format!("{a}/1."), 10 * K, 1);
+    let hdr = cyrus_header("example.org!user.john", "ab000003");
+    fs::write(m.path(&format!("{a}/cyrus.header.NEW")), &hdr).unwrap();
+    fs::hard_link(
+        m.path(&format!("{a}/cyrus.header.NEW")),
+        m.path(&format!("{a}/cyrus.header")),
+    )
+    .unwrap();
+    fs::remove_file(m.path(&format!("{a}/cyrus.header.NEW"))).unwrap();
+    let john = 10 * K + hdr.len() as u64;
+    assert_eq!(mb(&m, JOHN_MB), john, "a linked header is learned");
+    mkdirs(&m, &b);
+    put_n(&m, &format!("{b}/1."), 20 * K, 2);
+    let jane = 20 * K + land_header(&m, &b, "example.org!user.jane", "ab000004");
+    // The headers swap places: so do the directories' owners.
+    exchange(
+        &m.path(&format!("{a}/cyrus.header")),
+        &m.path(&format!("{b}/cyrus.header")),
+    );
+    let (to_jane, to_john) = (10 * K + jane - 20 * K, 20 * K + john - 10 * K);
+    assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (to_john, to_jane));
+    m.restart();
+    assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (to_john, to_jane));
+}
+
+fn exchange(a: &std::path::Path, b: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (ca, cb) = (c(a), c(b));
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "renameat2 exchange: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn a_uuid_mailbox_directory_takes_its_owner_where_it_moves() {
+    let mut m = cyrus("");
+    let (old, new) = (uuid_dir("ab000005"), uuid_dir("ab000006"));
+    // john's directory once stood at `old`; it is gone.
+    mkdirs(&m, &old);
+    land_header(&m, &old, "example.org!user.john", "ab000005");
+    fs::remove_file(m.path(&format!("{old}/cyrus.header"))).unwrap();
+    fs::remove_dir(m.path(&old)).unwrap();
+    // jane's directory is renamed to that path: still jane's.
+    mkdirs(&m, &new);
+    put_n(&m, &format!("{new}/1."), 10 * K, 1);
+    let jane = 10 * K + land_header(&m, &new, "example.org!user.jane", "ab000006");
+    fs::rename(m.path(&new), m.path(&old)).unwrap();
+    assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (0, jane));
+    fs::remove_file(m.path(&format!("{old}/1."))).unwrap();
+    assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (0, jane - 10 * K));
+    m.restart();
+    assert_eq!((mb(&m, JOHN_MB), mb(&m, JANE_MB)), (0, jane - 10 * K));
+}
+
+#[test]
+fn a_uuid_mailbox_on_two_partitions_is_rebuilt_whole() {
+    let mut m = cyrus("");
+    let dir = uuid_dir("ab000007");
+    mkdirs(&m, &dir);
+    put_n(&m, &format!("{dir}/1."), 10 * K, 1);
+    let john = 10 * K + land_header(&m, &dir, "example.org!user.john", "ab000007");
+    // The operator routes UUID mailboxes to the other partition: new files
+    // go there, the header stays where it was.
+    let mut config = fs::read_to_string(&m.config).unwrap();
+    config.push_str("\n[[route]]\nmatch = \"mail/uuid/**\"\npartition = \"slow\"\n");
+    fs::write(&m.config, config).unwrap();
+    m.restart();
+    put_n(&m, &format!("{dir}/2."), 5 * K, 2);
+    assert!(
+        m.backing("slow", &format!("{dir}/2.")).exists(),
+        "routed to slow"
+    );
+    assert_eq!(mb(&m, JOHN_MB), john + 5 * K);
+    for _ in 0..3 {
+        m.restart();
+        assert_eq!(mb(&m, JOHN_MB), john + 5 * K, "both copies are john's");
+    }
 }
 
 // --- expunge at a full mailbox -------------------------------------------------------

@@ -58,25 +58,56 @@ impl SpoolFs {
         self.accounts.owner(path)
     }
 
-    fn read_header(&self, dir: &Node) -> Option<FolderId> {
+    /// What the `cyrus.header` of a directory's copies says: the first
+    /// copy with a usable one wins.
+    fn read_header(&self, dir: &Node) -> Header {
+        let Some(d) = dir.dir() else {
+            return Header::Absent;
+        };
+        let path = self.dir_path(dir);
+        let copies = d.copies();
+        header_of_copies(
+            copies
+                .iter()
+                .map(|(_, fd)| self.header_in(&path, fd.as_fd_ref())),
+        )
+    }
+
+    /// The `cyrus.header` in one copy of the directory at `path`.
+    fn header_in(&self, path: &Path, fd: BorrowedFd) -> Header {
         let name = std::ffi::CString::new(CYRUS_HEADER).expect("constant");
-        for (_, fd) in dir.dir()?.copies() {
-            match backing::read_small_file(fd.as_fd_ref(), &name, HEADER_READ_LIMIT) {
-                Ok(bytes) => match parse_cyrus_header(&bytes, self.layout.default_tenant()) {
-                    Ok(f) => return Some(self.accounts.folder(&f)),
-                    Err(e) => warn!(
-                        "{}: unusable {CYRUS_HEADER}: {e}",
-                        self.dir_path(dir).display()
-                    ),
-                },
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => warn!(
-                    "{}: cannot read {CYRUS_HEADER}: {e}",
-                    self.dir_path(dir).display()
-                ),
+        match backing::read_small_file(fd, &name, HEADER_READ_LIMIT) {
+            // Being written in place: truncated, not yet filled.
+            Ok(bytes) if bytes.is_empty() => Header::Unusable,
+            Ok(bytes) => match parse_cyrus_header(&bytes, self.layout.default_tenant()) {
+                Ok(f) => Header::Names(self.accounts.folder(&f)),
+                Err(e) => {
+                    warn!("{}: unusable {CYRUS_HEADER}: {e}", path.display());
+                    Header::Unusable
+                }
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Header::Absent,
+            Err(e) => {
+                warn!("{}: cannot read {CYRUS_HEADER}: {e}", path.display());
+                Header::Unusable
             }
         }
-        None
+    }
+
+    /// The header of the directory at `path`, from `fd` or, when that copy
+    /// has none, from its copies on the other partitions: a route changed
+    /// between mounts can leave the header on one partition and later
+    /// files on another.
+    fn header_at_path(&self, path: &Path, fd: BorrowedFd) -> Header {
+        let here = self.header_in(path, fd);
+        if let Header::Names(_) = here {
+            return here;
+        }
+        let elsewhere = self.partitions.iter().filter_map(|p| {
+            let copy = backing::lookup_path(p.root.as_fd_ref(), path).ok()?;
+            Some(self.header_in(path, copy.as_fd_ref()))
+        });
+        header_of_copies(std::iter::once(here).chain(elsewhere))
     }
 
     /// The folder of the backing directory `fd` at spool path `path`
@@ -89,13 +120,33 @@ impl SpoolFs {
                 if let Some(f) = self.accounts.owner(path) {
                     return Some(f);
                 }
-                let name = std::ffi::CString::new(CYRUS_HEADER).expect("constant");
-                let bytes = backing::read_small_file(fd, &name, HEADER_READ_LIMIT).ok()?;
-                let f = parse_cyrus_header(&bytes, self.layout.default_tenant()).ok()?;
-                let id = self.accounts.folder(&f);
+                let Header::Names(id) = self.header_at_path(path, fd) else {
+                    return None;
+                };
                 self.accounts.remember_owner(path, id);
                 Some(id)
             }
+        }
+    }
+
+    /// Where the files of directory `fd` are charged once it has moved from
+    /// `old` to `new`: a UUID mailbox directory takes its owner with it (its
+    /// header moves with it), whatever the path was before.
+    pub(super) fn folder_after_move(
+        &self,
+        old: &Path,
+        new: &Path,
+        fd: BorrowedFd,
+    ) -> Option<FolderId> {
+        if self.layout.classify(new) != DirRole::UuidMailbox {
+            return self.folder_for_path(new, fd);
+        }
+        match self.layout.classify(old) {
+            DirRole::UuidMailbox => self.folder_for_path(old, fd),
+            _ => match self.header_at_path(old, fd) {
+                Header::Names(f) => Some(f),
+                Header::Absent | Header::Unusable => None,
+            },
         }
     }
 
@@ -162,7 +213,13 @@ impl SpoolFs {
         op: impl FnOnce() -> io::Result<R>,
         reached: impl FnOnce(&R, u64) -> u64,
     ) -> FsResult<R> {
-        let _steady = self.accounts.steady();
+        // Writing a `cyrus.header` in place may move its directory's
+        // charges (`header_written`): that runs alone.
+        let header = file.state.lock().unwrap().name == CYRUS_HEADER;
+        let _gate = match header {
+            true => self.accounts.alone(),
+            false => self.accounts.steady(),
+        };
         let refused = |s: &FileState, r| self.refused(what, s, r, None);
         let done = self
             .accounts
@@ -290,24 +347,29 @@ impl SpoolFs {
         }
     }
 
-    /// A `cyrus.header` landed (renamed into place, or written and synced or
-    /// closed) in `dir`: if it names a new owner, move the directory's files
-    /// to it. Not refused: Cyrus cannot recover from a failed header write;
-    /// growth after it is limited.
+    /// A `cyrus.header` in `dir` landed (renamed or linked into place,
+    /// written in place) or went (unlinked, renamed away): if the directory
+    /// now names another owner, or none, move its files there. Not refused:
+    /// Cyrus cannot recover from a failed header write; growth after it is
+    /// limited. A header that does not parse (one being written in place is
+    /// empty for a moment) changes nothing.
     pub(super) fn learn_uuid_owner(&self, dir: &Node) {
         let path = self.dir_path(dir);
         if self.layout.classify(&path) != DirRole::UuidMailbox {
             return;
         }
-        let Some(new) = self.read_header(dir) else {
-            return;
+        let new = match self.read_header(dir) {
+            Header::Names(f) => Some(f),
+            Header::Absent => None,
+            Header::Unusable => return,
         };
         let files = || self.regular_files(dir);
         if self.accounts.learn_owner(&path, new, files) {
+            let owner = new.map(|f| self.accounts.folder_name(f).display());
             info!(
                 "{}: mailbox {}",
                 path.display(),
-                self.accounts.folder_name(new).display()
+                owner.as_deref().unwrap_or("none (no cyrus.header)")
             );
         }
     }
@@ -327,6 +389,28 @@ impl SpoolFs {
         }
         out
     }
+}
+
+/// What a UUID mailbox directory's `cyrus.header` says.
+enum Header {
+    Names(FolderId),
+    Absent,
+    /// Present but unreadable or not (yet) a header.
+    Unusable,
+}
+
+/// The first copy's header that names an owner; else unusable if any copy
+/// has one, absent if none has.
+fn header_of_copies(copies: impl Iterator<Item = Header>) -> Header {
+    let mut seen = Header::Absent;
+    for h in copies {
+        match h {
+            Header::Names(_) => return h,
+            Header::Unusable => seen = Header::Unusable,
+            Header::Absent => {}
+        }
+    }
+    seen
 }
 
 /// What `rename_names` needs to know of a rename: the regular files on

@@ -75,6 +75,7 @@ impl SpoolFs {
             backing::unlink_at(pfd.as_fd_ref(), &c, true)?;
             self.inodes.forget_key(&Key::of(st));
         }
+        self.accounts.forget_owners(&self.child_path(&dir, name));
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use log::info;
 
 use super::account::RenamePlan;
-use super::accounts::{ChargeMove, SubtreeMove};
+use super::accounts::{ChargeMove, Passage, SubtreeMove};
 use super::inode::{Key, Node};
 use super::lookup::Found;
 use super::{Attr, SpoolFs, is_dir, is_reg, stat_entries};
@@ -25,7 +25,7 @@ const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 
 impl SpoolFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        let _steady = self.accounts.steady();
+        let _gate = self.gate_for_header(name == CYRUS_HEADER);
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         let (part, st) = self.find(&dir, &c)?[0];
@@ -51,12 +51,23 @@ impl SpoolFs {
         let removed = self.remove_name(key, &state, &dir, unlink);
         if removed.is_err() {
             self.unpin(pinned);
+        } else if name == CYRUS_HEADER {
+            self.learn_uuid_owner(&dir);
         }
         removed
     }
 
+    /// Operations that add or remove a `cyrus.header` may move a whole
+    /// directory's charges: they run alone (see `accounts/gate.rs`).
+    fn gate_for_header(&self, header: bool) -> Passage<'_> {
+        match header {
+            true => self.accounts.alone(),
+            false => self.accounts.steady(),
+        }
+    }
+
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
-        let _steady = self.accounts.steady();
+        let _gate = self.gate_for_header(newname == CYRUS_HEADER);
         let node = self.node(ino)?;
         let leaf = node.leaf().ok_or(FsError::Permission)?;
         let dir = self.dir_node(newparent)?;
@@ -71,6 +82,9 @@ impl SpoolFs {
         match node.file() {
             Some(f) => self.add_name(&f.state, (&dir, newname), "link", link)?,
             None => link()?,
+        }
+        if newname == CYRUS_HEADER {
+            self.learn_uuid_owner(&dir);
         }
         self.inodes.bump(&node);
         Ok(self.attr(ino, &node.stat()?))
@@ -93,11 +107,13 @@ impl SpoolFs {
             Err(FsError::NotFound) => None,
             Err(e) => return Err(e),
         };
-        // Directory renames and a landing `cyrus.header` move charges
-        // wholesale, in steps: they run alone (see `accounts/gate.rs`).
+        // Directory renames and a `cyrus.header` landing or leaving move
+        // charges wholesale, in steps: they run alone (see
+        // `accounts/gate.rs`).
         let wholesale = is_dir(&src[0].1)
             || dst.as_deref().is_some_and(|d| is_dir(&d[0].1))
-            || newname == CYRUS_HEADER;
+            || newname == CYRUS_HEADER
+            || name == CYRUS_HEADER;
         let _gate = match wholesale {
             true => self.accounts.alone(),
             false => self.accounts.steady(),
@@ -180,8 +196,12 @@ impl SpoolFs {
             self.unpin(pinned);
             return Err(e);
         }
+        // Each side of the rename may have gained or lost its header.
         if n.newname == CYRUS_HEADER {
             self.learn_uuid_owner(n.dst_dir);
+        }
+        if n.name_of_src() == CYRUS_HEADER {
+            self.learn_uuid_owner(n.src_dir);
         }
         Ok(())
     }
@@ -358,7 +378,7 @@ impl SpoolFs {
 
     fn walk_moves(&self, fd: &OwnedFd, old: PathBuf, new: PathBuf, out: &mut Vec<ChargeMove>) {
         let from = self.folder_for_path(&old, fd.as_fd());
-        let to = self.folder_for_path(&new, fd.as_fd());
+        let to = self.folder_after_move(&old, &new, fd.as_fd());
         let Ok(entries) = stat_entries(fd.as_fd()) else {
             return;
         };

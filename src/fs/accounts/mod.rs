@@ -227,25 +227,38 @@ impl Accounts {
         self.owners.insert(path.to_path_buf(), f);
     }
 
-    /// A `cyrus.header` landed: the directory at `path` belongs to `new`.
-    /// `files` lists its regular files (key, size) and is only asked for
-    /// when the owner changed; their charges move unchecked (Cyrus cannot
-    /// recover from a failed header write).
+    /// A `cyrus.header` landed or went: the directory at `path` belongs to
+    /// `new` (None: nobody). `files` lists its regular files (key, size)
+    /// and is only asked for when the owner changed; their charges move
+    /// unchecked (Cyrus cannot recover from a failed header write).
     pub fn learn_owner(
         &self,
         path: &Path,
-        new: FolderId,
+        new: Option<FolderId>,
         files: impl FnOnce() -> Vec<(Key, u64)>,
     ) -> bool {
-        let old = self.owners.insert(path.to_path_buf(), new);
-        let changed = old != Some(new);
+        let old = match new {
+            Some(f) => self.owners.insert(path.to_path_buf(), f),
+            None => self.owners.remove(path).map(|(_, f)| f),
+        };
+        let changed = old != new;
         if changed {
             for (key, size) in files() {
-                self.move_charge(key, size, old, Some(new));
+                self.move_charge(key, size, old, new);
             }
         }
         self.bump_epoch();
         changed
+    }
+
+    /// The directory at `path` is gone (rmdir): owners learned at or below
+    /// it are forgotten, so a directory made there later learns its own.
+    pub fn forget_owners(&self, path: &Path) {
+        let before = self.owners.len();
+        self.owners.retain(|k, _| !k.starts_with(path));
+        if self.owners.len() != before {
+            self.bump_epoch();
+        }
     }
 
     /// Learned owners follow a directory renamed from `old` to `new`.
