@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,6 +215,78 @@ fn a_full_partition_gives_enospc_and_changes_nothing_else() {
 }
 
 // --- (b) a partition turned read-only under the daemon ---------------------------
+
+/// ext4 grows a file chunk by chunk while `fallocate` allocates, and keeps
+/// what it got when it runs out of space: usage must count it.
+#[test]
+fn an_fallocate_that_runs_out_of_space_is_counted_as_far_as_it_got() {
+    let (_lfs, _slow, m) = fast_on_a_loop_device();
+    mkdirs(&m, JOHN);
+    mkdirs(&m, JANE);
+    let f = File::create(m.path(&format!("{JOHN}/1."))).unwrap();
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 64 << 20) };
+    assert_eq!(r, -1, "64 MiB fit on a 16 MB partition");
+    assert_eq!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    drop(f);
+    assert_matches_disk(&m, &BOXES, "after an fallocate hit ENOSPC");
+}
+
+/// A directory with copies on two partitions (john's on the first, jane's
+/// on the second) is renamed while the second is read-only: the first
+/// copy's rename is undone, nothing moved, usage as before.
+#[test]
+fn a_directory_rename_failing_on_one_partition_is_undone() {
+    let lfs = LoopFs::ext4(16);
+    let fast = tempfile::tempdir().unwrap();
+    let m = Spec::at(&[("fast", fast.path()), ("slow", &lfs.dir)])
+        .extra(CYRUS)
+        .mount();
+    mkdirs(&m, JOHN);
+    mkdirs(&m, JANE);
+    let (john, jane) = (pat(20 * 1024, 1), pat(30 * 1024, 2));
+    fs::write(m.path(&format!("{JOHN}/1.")), &john).unwrap();
+    fs::write(m.path(&format!("{JANE}/1.")), &jane).unwrap();
+    File::open(m.path(JANE)).unwrap().sync_all().unwrap();
+    let (from, to) = (format!("{EXAMPLE}/j"), format!("{EXAMPLE}/renamed"));
+    assert!(m.backing("fast", &from).exists() && m.backing("slow", &from).exists());
+    lfs.remount("ro").expect("remount ro");
+    let r = fs::rename(m.path(&from), m.path(&to));
+    assert!(
+        matches!(errno(&r), Some(libc::EROFS) | Some(libc::EIO)),
+        "rename with one copy read-only: {r:?}"
+    );
+    assert!(
+        !m.backing("fast", &to).exists(),
+        "the first copy was put back"
+    );
+    assert!(fs::read(m.path(&format!("{JOHN}/1."))).unwrap() == john);
+    assert!(fs::read(m.path(&format!("{JANE}/1."))).unwrap() == jane);
+    assert_matches_disk(&m, &BOXES, "after the failed rename");
+    lfs.remount("rw").expect("remount rw");
+    fs::rename(m.path(&from), m.path(&to)).expect("rename once writable");
+    assert!(fs::read(m.path(&format!("{to}/user/jane/1."))).unwrap() == jane);
+    // Removing a directory with a copy on a read-only partition removes
+    // no copy: `to/user`, emptied, has one on each partition.
+    for who in ["john", "jane"] {
+        fs::remove_file(m.path(&format!("{to}/user/{who}/1."))).unwrap();
+        fs::remove_dir(m.path(&format!("{to}/user/{who}"))).unwrap();
+    }
+    let user = format!("{to}/user");
+    assert!(m.backing("fast", &user).exists() && m.backing("slow", &user).exists());
+    lfs.remount("ro").expect("remount ro");
+    let r = fs::remove_dir(m.path(&user));
+    assert_eq!(
+        errno(&r),
+        Some(libc::EROFS),
+        "rmdir with one copy read-only: {r:?}"
+    );
+    assert!(m.backing("fast", &user).exists(), "no copy was removed");
+    lfs.remount("rw").expect("remount rw");
+    fs::write(m.path(&format!("{user}/1.")), b"still a directory").unwrap();
+}
 
 #[test]
 fn a_read_only_partition_fails_cleanly_and_recovers() {

@@ -204,10 +204,12 @@ impl SpoolFs {
     }
 
     /// A size change of a regular file through the accounting path (see
-    /// `Accounts::change_size`); a refusal is logged as `what`.
+    /// `Accounts::change_size`), `fd` on its backing file; a refusal is
+    /// logged as `what`.
     pub(super) fn change_size<R>(
         &self,
         file: &FileNode,
+        fd: BorrowedFd,
         what: &'static str,
         planned: impl FnOnce(u64) -> u64,
         op: impl FnOnce() -> io::Result<R>,
@@ -221,9 +223,10 @@ impl SpoolFs {
             false => self.accounts.steady(),
         };
         let refused = |s: &FileState, r| self.refused(what, s, r, None);
+        let measured = || backing::stat_fd(fd).ok().map(|st| st.st_size as u64);
         let done = self
             .accounts
-            .change_size(&file.state, planned, op, reached, &refused)
+            .change_size(&file.state, planned, op, reached, measured, &refused)
             .map_err(|e| self.on_partition(file.leaf.part, e))?;
         self.header_written(file);
         Ok(done)

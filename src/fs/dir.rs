@@ -61,8 +61,10 @@ impl SpoolFs {
         if !is_dir(&found[0].1) {
             return Err(FsError::NotDir);
         }
-        // Every copy must be empty before any is removed, or the union
-        // would lose half a directory.
+        // Every copy must be empty, and its partition writable, before any
+        // is removed, or the union would lose half a directory.
+        let parents: Vec<_> = found.iter().filter_map(|(p, _)| d.copy(*p)).collect();
+        self.all_copies_writable(&parents)?;
         for (p, _) in &found {
             let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
             let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;

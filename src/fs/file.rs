@@ -248,6 +248,7 @@ impl SpoolFs {
         let end = offset + data.len() as u64;
         let n = self.change_size(
             h.file(),
+            h.fd.as_fd(),
             "write",
             |old| old.max(end),
             || backing::pwrite(h.fd.as_fd(), data, offset, sync_flags),
@@ -292,6 +293,7 @@ impl SpoolFs {
         let fd = h.fd.as_fd();
         self.change_size(
             h.file(),
+            fd,
             "fallocate",
             |old| fallocate_target(old, offset, length, mode),
             || backing::fallocate(fd, mode, offset, length),
@@ -323,6 +325,7 @@ impl SpoolFs {
         let len = len.min(in_size.saturating_sub(off_in)).min(u32::MAX as u64);
         let n = self.change_size(
             hout.file(),
+            hout.fd.as_fd(),
             "copy_file_range",
             |old| {
                 if len == 0 {
@@ -347,6 +350,7 @@ impl SpoolFs {
     fn truncate_open(&self, file: &FileNode, fd: &OwnedFd, size: u64) -> FsResult<()> {
         self.change_size(
             file,
+            fd.as_fd(),
             "truncate",
             |_| size,
             || backing::ftruncate(fd.as_fd(), size),

@@ -211,13 +211,15 @@ impl SpoolFs {
         if self.router.partition_for(&old_path) != self.router.partition_for(&new_path) {
             return Err(self.cross_partition("rename", &old_path, &new_path));
         }
+        let copies = self.dir_copies(n.src_dir, n.c_src, src)?;
+        let moves = self.subtree_moves(&copies, &old_path, &new_path);
+        // Checked before anything changes: a refusal removes nothing.
+        let moving = self.begin_moves(moves, &old_path, &new_path)?;
+        // From here on an error drops `moving`, which undoes it.
         if let Some(d) = dst {
             self.clear_replaced_dir(n, src, d)?;
         }
-        let copies = self.dir_copies(n.src_dir, n.c_src, src)?;
-        let moves = self.subtree_moves(&copies, &old_path, &new_path);
-        let moving = self.begin_moves(moves, &old_path, &new_path)?;
-        self.rename_copies(n, src)?;
+        self.rename_copies((n.src_dir, n.c_src), (n.dst_dir, n.c_dst), src, dst)?;
         moving.commit();
         // The replaced directory is gone; its inode numbers may be reused.
         for (_, st) in dst.unwrap_or_default() {
@@ -241,18 +243,8 @@ impl SpoolFs {
         let mut moves = self.side_moves(n.src_dir, n.dst_dir, n.c_src, src, &a, &b)?;
         moves.extend(self.side_moves(n.dst_dir, n.src_dir, n.c_dst, dst, &b, &a)?);
         let moving = self.begin_moves(moves, &a, &b)?;
-        for (part, _) in src {
-            let d = |dir: &Node| dir.dir().expect("dir").copy(*part).ok_or(FsError::NotFound);
-            // An error from here on drops `moving`, which undoes it.
-            let (from, to) = (d(n.src_dir)?, d(n.dst_dir)?);
-            backing::rename_at(
-                from.as_fd_ref(),
-                n.c_src,
-                to.as_fd_ref(),
-                n.c_dst,
-                RENAME_EXCHANGE,
-            )?;
-        }
+        // An error from here on drops `moving`, which undoes it.
+        self.exchange_copies((n.src_dir, n.c_src), (n.dst_dir, n.c_dst), &parts(src))?;
         moving.commit();
         self.set_dir_loc(&src[0].1, n.dst_dir.ino, n.newname);
         self.set_dir_loc(&dst[0].1, n.src_dir.ino, n.name_of_src());
@@ -300,20 +292,6 @@ impl SpoolFs {
     }
 
     /// Renames every copy of a directory on its own partition.
-    fn rename_copies(&self, n: &Names, src: &[Found]) -> FsResult<()> {
-        for (part, _) in src {
-            let from = n
-                .src_dir
-                .dir()
-                .expect("dir")
-                .copy(*part)
-                .ok_or(FsError::NotFound)?;
-            let to = self.ensure_dir_on(n.dst_dir, *part)?;
-            backing::rename_at(from.as_fd_ref(), n.c_src, to.as_fd_ref(), n.c_dst, 0)?;
-        }
-        Ok(())
-    }
-
     /// A directory rename replaces an empty directory: it must be empty in
     /// every copy; copies where the source has none are removed first.
     fn clear_replaced_dir(&self, n: &Names, src: &[Found], dst: &[Found]) -> FsResult<()> {

@@ -85,6 +85,7 @@ impl SpoolFs {
         let fd = leaf_fd.as_fd_ref();
         self.change_size(
             file,
+            fd,
             "truncate",
             |_| size,
             || backing::truncate_fd(fd, size),

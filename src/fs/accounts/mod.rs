@@ -387,13 +387,17 @@ impl Accounts {
 
     /// THE accounting path for sizes. Under the file's lock: reserve what
     /// `planned` may add, run `op`, settle to the size `reached` says the
-    /// file now has. A refusal changes nothing.
+    /// file now has — or, if `op` failed, to the size `measured` finds
+    /// (ext4 grows a file chunk by chunk before an `fallocate` runs out of
+    /// space; an `O_SYNC` write's data is in the file before its sync
+    /// fails). A refusal changes nothing.
     pub fn change_size<R>(
         &self,
         state: &Mutex<FileState>,
         planned: impl FnOnce(u64) -> u64,
         op: impl FnOnce() -> io::Result<R>,
         reached: impl FnOnce(&R, u64) -> u64,
+        measured: impl FnOnce() -> Option<u64>,
         refused: OnRefusal,
     ) -> FsResult<R> {
         let mut s = state.lock().unwrap();
@@ -413,7 +417,9 @@ impl Accounts {
                 Ok(r)
             }
             Err(e) => {
-                self.settle(s.charged(), charged, old);
+                let now = measured().unwrap_or(old);
+                self.settle(s.charged(), charged, now);
+                s.size = now;
                 Err(e.into())
             }
         }
