@@ -284,6 +284,21 @@ fn a_directory_rename_failing_on_one_partition_is_undone() {
         "rmdir with one copy read-only: {r:?}"
     );
     assert!(m.backing("fast", &user).exists(), "no copy was removed");
+    // Nor does a chmod change one copy and not the other.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let before = mode(&m.backing("fast", &user));
+    let r = fs::set_permissions(m.path(&user), fs::Permissions::from_mode(0o700));
+    assert_eq!(
+        errno(&r),
+        Some(libc::EROFS),
+        "chmod with one copy read-only: {r:?}"
+    );
+    assert_eq!(
+        mode(&m.backing("fast", &user)),
+        before,
+        "the writable copy kept its mode"
+    );
     lfs.remount("rw").expect("remount rw");
     fs::write(m.path(&format!("{user}/1.")), b"still a directory").unwrap();
 }

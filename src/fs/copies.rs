@@ -121,20 +121,21 @@ impl SpoolFs {
         }
         Ok(())
     }
+}
 
-    /// Before removing every copy of a directory: a copy on a read-only
-    /// partition would fail after the others were gone.
-    pub(super) fn all_copies_writable(&self, parents: &[Arc<OwnedFd>]) -> FsResult<()> {
-        for fd in parents {
-            let vfs = backing::statvfs_fd(fd.as_fd_ref())?;
-            if vfs.f_flag & libc::ST_RDONLY != 0 {
-                return Err(FsError::from(std::io::Error::from_raw_os_error(
-                    libc::EROFS,
-                )));
-            }
+/// Before changing every copy of a directory (removing it, or its mode,
+/// owner or times): a copy on a read-only partition would fail after the
+/// others had changed. `fds`: one descriptor on each copy's partition.
+pub(super) fn all_writable(fds: &[Arc<OwnedFd>]) -> FsResult<()> {
+    for fd in fds {
+        let vfs = backing::statvfs_fd(fd.as_fd_ref())?;
+        if vfs.f_flag & libc::ST_RDONLY != 0 {
+            return Err(FsError::from(std::io::Error::from_raw_os_error(
+                libc::EROFS,
+            )));
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Makes again, empty, the directory `name` in `parent` as `st` described

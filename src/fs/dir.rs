@@ -11,6 +11,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::copies;
 use super::inode::{Key, Node, ROOT_INO};
 use super::listing::Page;
 use super::{Attr, Caller, FileKind, SpoolFs, is_dir};
@@ -64,7 +65,7 @@ impl SpoolFs {
         // Every copy must be empty, and its partition writable, before any
         // is removed, or the union would lose half a directory.
         let parents: Vec<_> = found.iter().filter_map(|(p, _)| d.copy(*p)).collect();
-        self.all_copies_writable(&parents)?;
+        copies::all_writable(&parents)?;
         for (p, _) in &found {
             let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
             let fd = backing::lookup_at(pfd.as_fd_ref(), &c)?;

@@ -10,7 +10,7 @@
 //! - `account.rs` folders of directories, file states met by name, refusal logs
 //! - `lookup.rs`  lookup, getattr, forget, readlink
 //! - `dir.rs`     mkdir, rmdir, readdir, union directories
-//! - `copies.rs`  renames and exchanges of every copy of a union, all or nothing
+//! - `copies.rs`  changes to every copy of a union directory, all or nothing
 //! - `listing.rs` the snapshots READDIR serves, and their offsets
 //! - `create.rs`  create, mknod, symlink
 //! - `file.rs`    open, read, write, fsync, release, fallocate, lseek, copy_file_range

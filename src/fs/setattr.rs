@@ -6,6 +6,7 @@ use std::os::fd::BorrowedFd;
 
 use std::sync::atomic::Ordering;
 
+use super::copies;
 use super::handles::NO_HANDLE;
 use super::inode::{Body, Node};
 use super::lookup::has_setid;
@@ -99,7 +100,11 @@ impl SpoolFs {
 fn for_each_fd(node: &Node, f: &dyn Fn(BorrowedFd) -> std::io::Result<()>) -> FsResult<()> {
     match &node.body {
         Body::Dir(d) => {
-            for (_, fd) in d.copies() {
+            let copies: Vec<_> = d.copies().into_iter().map(|(_, fd)| fd).collect();
+            if copies.len() > 1 {
+                copies::all_writable(&copies)?;
+            }
+            for fd in copies {
                 f(fd.as_fd_ref())?;
             }
         }
