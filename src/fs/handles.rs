@@ -222,8 +222,11 @@ impl SpoolFs {
         }
         // None: the kernel does not know it, so nobody has it open.
         let node = self.inodes.by_key(&Key::of(st))?;
-        self.open_file(node.ino, NO_HANDLE).ok()?;
-        self.handles.pinned.insert(node.ino).then_some(node.ino)
+        // Held until pinned: a trim between the two would close it.
+        let open = self.open_file(node.ino, NO_HANDLE).ok()?;
+        let pinned = self.handles.pinned.insert(node.ino);
+        drop(open);
+        pinned.then_some(node.ino)
     }
 
     /// The name stayed after all (the unlink or rename failed).

@@ -367,9 +367,24 @@ impl InodeTable {
         node.keys.lock().unwrap().push(key);
     }
 
-    /// The backing object is gone: a new object may reuse its key.
+    /// The backing object is gone: a new object may reuse its key. A node
+    /// standing for a live object with that key keeps it: the inode number
+    /// may already have gone to a new file (ext4 reuses it at once when
+    /// nothing holds the old one), and that file's node must not lose it.
     pub fn forget_key(&self, key: &Key) {
-        self.inner.write().unwrap().by_key.remove(key);
+        let Some(node) = self.by_key(key) else {
+            return;
+        };
+        let live = node
+            .stat()
+            .is_ok_and(|st| st.st_nlink > 0 && Key::of(&st) == *key);
+        if live {
+            return;
+        }
+        let mut t = self.inner.write().unwrap();
+        if t.by_key.get(key) == Some(&node.ino) {
+            t.by_key.remove(key);
+        }
     }
 
     /// The kernel's FORGET: returns the node if this was its last reference.
@@ -432,6 +447,32 @@ mod tests {
         let other_dev = remember(&t, Key { dev: 9, ino: 1234 });
         assert_eq!(other_dev.ino, 2 << INO_BITS | 1234);
         assert_eq!(t.listed_ino(&Key { dev: 7, ino: 2 }), ROOT_INO);
+    }
+
+    #[test]
+    fn forgetting_a_key_spares_a_live_object_that_reused_it() {
+        let t = table();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let fd = crate::backing::open_root(&dir).unwrap();
+        let key =
+            Key::of(&crate::backing::stat_fd(crate::backing::AsFdRef::as_fd_ref(&fd)).unwrap());
+        let loc = Loc {
+            parent: ROOT_INO,
+            name: "d".into(),
+        };
+        let live = t.remember(key, || {
+            (Body::Dir(DirNode::new(loc, 1, vec![(0, fd)])), vec![key])
+        });
+        // Another object with this key died (its unlink forgets the key):
+        // the live one keeps its number.
+        t.forget_key(&key);
+        assert_eq!(t.by_key(&key).map(|n| n.ino), Some(live.ino));
+        // Now it dies too.
+        std::fs::remove_dir(&dir).unwrap();
+        t.forget_key(&key);
+        assert!(t.by_key(&key).is_none());
     }
 
     #[test]
