@@ -11,10 +11,12 @@
 mod names;
 pub mod registry;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
@@ -105,39 +107,115 @@ pub fn serve(fs: Arc<SpoolFs>) -> std::io::Result<PathBuf> {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let fs = fs.clone();
-                std::thread::spawn(move || handle(stream, &fs));
-            }
-        })?;
+        .spawn(move || accept_loop(&listener, &fs))?;
     Ok(path)
 }
 
-fn handle(stream: UnixStream, fs: &SpoolFs) {
-    let (ledger, admins) = (&*fs.ledger, &fs.config.control.admin_uids);
-    let uid = peer_uid(&stream);
+/// Anyone may connect, so no client may make the daemon hold much or long.
+/// Others than root and the admins are answered at once, without a thread
+/// and without reading their request; an admin's request is one line of
+/// at most this many bytes, ...
+const MAX_REQUEST: u64 = 64 * 1024;
+/// ... read and answered within this time, ...
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... by at most this many handler threads at once (others are closed).
+const MAX_CLIENTS: usize = 16;
+
+fn accept_loop(listener: &UnixListener, fs: &Arc<SpoolFs>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut refusals = RefusalLog::default();
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, say: do not spin on it.
+                warn!("control: accept: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        let admins = &fs.config.control.admin_uids;
+        let uid = match peer_uid(&stream) {
+            Some(u) if u == 0 || admins.contains(&u) => u,
+            other => {
+                refusals.note(other);
+                refuse(&stream);
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            continue; // dropped: the client sees the connection closed
+        }
+        let (fs, done) = (fs.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("control-client".into())
+            .spawn(move || {
+                handle(stream, &fs, uid);
+                done.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::AcqRel);
+            warn!("control: cannot start a handler: {e}");
+        }
+    }
+}
+
+/// Refusals are logged, but a flood of them is one line per minute.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, uid: Option<u32>) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            self.quiet += 1;
+            return;
+        }
+        let who = uid.map_or_else(|| "an unknown uid".to_string(), |u| format!("uid {u}"));
+        let more = match self.quiet {
+            0 => String::new(),
+            n => format!("; {n} more refused since the last such line"),
+        };
+        warn!("control: refused a connection from {who} (not root or an admin){more}");
+        (self.last, self.quiet) = (Some(std::time::Instant::now()), 0);
+    }
+}
+
+fn refuse(stream: &UnixStream) {
+    let answer = Answer::Error(
+        "permission denied: only root or a configured admin may use the control interface".into(),
+    );
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = send(stream, &answer);
+}
+
+fn send(stream: &UnixStream, answer: &Answer) -> std::io::Result<()> {
+    let mut out = serde_json::to_string(answer).expect("serialisable");
+    out.push('\n');
+    let mut w = stream;
+    w.write_all(out.as_bytes())
+}
+
+fn handle(stream: UnixStream, fs: &SpoolFs, uid: u32) {
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
-    if BufReader::new(&stream).read_line(&mut line).is_err() {
+    let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+    if read.is_err() || !line.ends_with('\n') {
+        // Timed out, or longer than any request: nothing to answer.
         return;
     }
-    let answer = match (uid, serde_json::from_str::<Request>(&line)) {
-        (Some(u), Ok(req)) if u == 0 || admins.contains(&u) => {
-            execute(ledger, &fs.config.layout, req, u)
-        }
-        (_, Err(e)) => Answer::Error(format!("bad request: {e}")),
-        (u, Ok(_)) => {
-            let who = u.map_or_else(|| "an unknown uid".to_string(), |u| format!("uid {u}"));
-            warn!("control: refused a request from {who} (not root or an admin)");
-            Answer::Error(
-                "permission denied: only root or a configured admin may use the control interface"
-                    .into(),
-            )
-        }
+    let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => execute(&fs.ledger, &fs.config.layout, req, uid),
+        Err(e) => Answer::Error(format!("bad request: {e}")),
     };
-    let mut out = serde_json::to_string(&answer).expect("serialisable");
-    out.push('\n');
-    let _ = (&stream).write_all(out.as_bytes());
+    let _ = send(&stream, &answer);
 }
 
 fn execute(ledger: &Ledger, layout: &LayoutConfig, req: Request, uid: u32) -> Answer {
@@ -250,15 +328,31 @@ pub fn ask(path: &Path, req: &Request) -> Result<Answer, String> {
             socket.display()
         )
     })?;
+    // The socket's path may come from an xattr on any filesystem the path
+    // leads to: only a daemon running as root, or as the caller, is asked.
+    let me = unsafe { libc::geteuid() };
+    match peer_uid(&stream) {
+        Some(u) if u == 0 || u == me => {}
+        u => {
+            let who = u.map_or_else(|| "an unknown uid".to_string(), |u| format!("uid {u}"));
+            return Err(format!(
+                "{}: the socket {} is served by {who}, not by root: not a spoolfs daemon, refusing it",
+                root.display(),
+                socket.display()
+            ));
+        }
+    }
     let mut line = serde_json::to_string(req).expect("serialisable");
     line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| e.to_string())?;
+    // A refusal is answered without reading the request, and may close the
+    // socket before it is written: the answer is what counts.
+    let wrote = stream.write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| e.to_string())?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    if let (Err(e), true) = (wrote, answer.is_empty()) {
+        return Err(e.to_string());
+    }
+    read.map_err(|e| e.to_string())?;
     serde_json::from_str(&answer).map_err(|e| format!("bad answer from the daemon: {e}"))
 }
 

@@ -531,3 +531,131 @@ fn quota_cli_rejects_bad_input_and_changes_nothing() {
         "a refused change was persisted"
     );
 }
+
+/// Anyone may connect to the control socket: nobody may make the daemon
+/// hold much or long. Others than root are answered without a thread; an
+/// admin's request line is bounded in size and time.
+#[test]
+fn control_clients_cannot_make_the_daemon_hold_memory_or_threads() {
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    let m = boxes("", &[JOHN]);
+    let socket = m.state.join("control.sock");
+    let threads = || {
+        let status = fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line[8..].trim().parse::<usize>().unwrap()
+    };
+    let before = threads();
+    // 200 connections from nobody, held open, sending nothing.
+    let holder = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,time\ns=[socket.socket(socket.AF_UNIX) for _ in range(200)]\n\
+             [x.connect('{}') for x in s]\nprint('held',flush=True)\ntime.sleep(30)",
+            socket.display()
+        ))
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut holder = KillOnDrop(holder);
+    let mut out = holder.0.stdout.take().unwrap();
+    let mut buf = [0u8; 5];
+    io::Read::read_exact(&mut out, &mut buf).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(threads() < before + 5, "threads: {before} -> {}", threads());
+    // Root, meanwhile: an endless line is cut off, not buffered whole ...
+    let mut s = UnixStream::connect(&socket).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent < 64 << 20, "the daemon took a 64 MiB request line");
+    // ... and the control interface still answers.
+    let u = m.usage();
+    assert!(u["mailboxes"].is_array(), "{u}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The CLI finds the socket through an xattr, which any filesystem a user
+/// owns can carry: a socket not served by root is refused.
+#[test]
+fn the_cli_refuses_a_control_socket_not_served_by_root() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let fake = tmp.path().join("fake.sock");
+    let server = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind('{}')\ns.listen(5)\n\
+             print('up',flush=True)\nc,_=s.accept()\nc.recv(100)\n\
+             c.sendall(b'{{\"error\":\"fake\"}}\\n')\ntime.sleep(5)",
+            fake.display()
+        ))
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(server);
+    let mut out = server.0.stdout.take().unwrap();
+    let mut buf = [0u8; 3];
+    io::Read::read_exact(&mut out, &mut buf).unwrap();
+    // A directory on a filesystem root that names the fake socket.
+    let root = tempfile::tempdir().unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "spoolfs-fake"])
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(mount.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(root.path());
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (at, value) = (c(root.path()), fake.as_os_str().as_bytes());
+    let set = unsafe {
+        libc::setxattr(
+            at.as_ptr(),
+            c"user.spoolfs.control".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        set,
+        0,
+        "user xattr on tmpfs: {}",
+        io::Error::last_os_error()
+    );
+    let out = Command::new(common::BIN)
+        .args(["usage"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the CLI trusted a fake daemon");
+    assert!(err.contains("not by root"), "why: {err}");
+}
