@@ -2,6 +2,7 @@
 //! so it is right after a crash, a `kill -9` mid-write, or changes made
 //! while unmounted. It runs before the mount appears, on several threads.
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +14,26 @@ use log::info;
 use crate::backing::{self, AsFdRef};
 use crate::fs::{SpoolFs, stat_entries};
 
-/// One directory to read: which partition, its spool path, its handle.
+/// One directory to read: which partition, its spool path, and where to
+/// open it from. Opened only when read, so the walk holds a descriptor per
+/// directory being read and per parent with children still queued, not one
+/// per queued directory (a directory with 100,000 subdirectories would
+/// otherwise need 100,000 at once).
 struct Job {
     part: usize,
     path: PathBuf,
-    fd: OwnedFd,
+    at: Arc<OwnedFd>,
+    /// None: `at` is the directory itself (a partition root).
+    name: Option<CString>,
+}
+
+impl Job {
+    fn open(&self) -> std::io::Result<Arc<OwnedFd>> {
+        match &self.name {
+            None => Ok(self.at.clone()),
+            Some(name) => backing::lookup_at(self.at.as_fd_ref(), name).map(Arc::new),
+        }
+    }
 }
 
 /// Work shared by the walkers: a stack of directories and how many are
@@ -52,7 +68,8 @@ pub fn rebuild_usage(fs: &SpoolFs, threads: usize) -> ScanStats {
         queue.state.lock().unwrap().0.push(Job {
             part,
             path: PathBuf::new(),
-            fd,
+            at: Arc::new(fd),
+            name: None,
         });
     }
     let counters = Counters::default();
@@ -110,14 +127,21 @@ fn next_job(queue: &Queue) -> Option<Job> {
 
 /// Charges the regular files of one directory and returns its subdirectories.
 fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
-    let entries = match stat_entries(job.fd.as_fd()) {
+    let fd = match job.open() {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("scan: cannot open {}: {e}", job.path.display());
+            return Vec::new();
+        }
+    };
+    let entries = match stat_entries(fd.as_fd()) {
         Ok(e) => e,
         Err(e) => {
             log::warn!("scan: cannot read {}: {e}", job.path.display());
             return Vec::new();
         }
     };
-    let folder = fs.folder_for_path(&job.path, job.fd.as_fd());
+    let folder = fs.folder_for_path(&job.path, fd.as_fd());
     if let Some(f) = folder {
         fs.accounts.set_partition(f, fs.partition_name(job.part));
     }
@@ -127,15 +151,12 @@ fn scan_dir(fs: &SpoolFs, job: &Job, counters: &Counters) -> Vec<Job> {
     let mut files = 0u64;
     for (name, c, st) in entries {
         match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => {
-                if let Ok(fd) = backing::lookup_at(job.fd.as_fd(), &c) {
-                    subdirs.push(Job {
-                        part: job.part,
-                        path: job.path.join(&name),
-                        fd,
-                    });
-                }
-            }
+            libc::S_IFDIR => subdirs.push(Job {
+                part: job.part,
+                path: job.path.join(&name),
+                at: fd.clone(),
+                name: Some(c),
+            }),
             libc::S_IFREG => {
                 files += 1;
                 bytes += st.st_size as u64;

@@ -38,14 +38,19 @@ fn truncate_up_is_checked_and_down_refunds() {
 }
 
 #[test]
-fn fallocate_is_checked_and_keep_size_charges_nothing() {
+fn fallocate_is_checked_and_keep_size_stays_inside_the_file() {
     let c = core();
     let f = c.create(&p(JOHN, "1.")).unwrap();
     c.fs.fallocate(f.0, f.1, 0, 200 * K, 0).unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 200 * K);
     assert_eq!(errno(c.fs.fallocate(f.0, f.1, 0, 300 * K, 0)), libc::EDQUOT);
-    c.fs.fallocate(f.0, f.1, 0, 300 * K, libc::FALLOC_FL_KEEP_SIZE)
-        .unwrap();
+    // Past the end, KEEP_SIZE would take disk no size shows: refused.
+    let keep = libc::FALLOC_FL_KEEP_SIZE;
+    assert_eq!(
+        errno(c.fs.fallocate(f.0, f.1, 0, 300 * K, keep)),
+        libc::EOPNOTSUPP
+    );
+    c.fs.fallocate(f.0, f.1, 0, 200 * K, keep).unwrap();
     assert_eq!(c.mailbox(JOHN_MB), 200 * K);
     c.fs.release(f.1);
     assert_core_recount(&c);

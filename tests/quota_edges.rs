@@ -116,9 +116,13 @@ fn fallocate_modes_at_and_near_the_limit() {
     // Plain, one byte past the room: refused, nothing changed.
     assert_edquot(fallocate(&f, 0, 52 * K, 4 * K + 1), "plain fallocate +4K+1");
     full(&m, 252 * K, &model, "refused plain fallocate");
-    // KEEP_SIZE far past the end: st_size is what is charged, unchanged.
-    fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 52 * K, 512 * K).unwrap();
+    // KEEP_SIZE past the end would take disk that no size shows, so no
+    // limit would see it: refused. Inside the file it is allowed.
+    let past = fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 52 * K, 512 * K);
+    assert_eq!(past.unwrap_err().raw_os_error(), Some(libc::EOPNOTSUPP));
     full(&m, 252 * K, &model, "fallocate KEEP_SIZE past EOF");
+    fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 0, 52 * K).unwrap();
+    full(&m, 252 * K, &model, "fallocate KEEP_SIZE inside the file");
     // PUNCH_HOLE|KEEP_SIZE inside the file and across its end.
     let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     fallocate(&f, punch, 4 * K, 8 * K).unwrap();
@@ -139,15 +143,23 @@ fn fallocate_modes_at_and_near_the_limit() {
     };
     full(&m, 252 * K, &model, "zero range inside");
     if zero_range {
-        fallocate(
+        let past = fallocate(
             &f,
             libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
             40 * K,
             300 * K,
+        );
+        assert_eq!(past.unwrap_err().raw_os_error(), Some(libc::EOPNOTSUPP));
+        full(&m, 252 * K, &model, "zero range KEEP_SIZE past EOF");
+        fallocate(
+            &f,
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            40 * K,
+            12 * K,
         )
         .unwrap();
         model[40 * K as usize..].fill(0);
-        full(&m, 252 * K, &model, "zero range KEEP_SIZE past EOF");
+        full(&m, 252 * K, &model, "zero range KEEP_SIZE up to EOF");
         // Without KEEP_SIZE: growth, one byte too much is refused...
         assert_edquot(
             fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, 50 * K, 6 * K + 1),

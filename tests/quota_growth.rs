@@ -147,8 +147,10 @@ fn every_growth_operation_is_refused_and_changes_nothing() {
         "fallocate zero range",
     );
     unchanged("fallocate zero range");
-    // fallocate KEEP_SIZE does not change st_size: allowed, usage unchanged.
-    fallocate(&fb, libc::FALLOC_FL_KEEP_SIZE, 0, 64 * K).unwrap();
+    // fallocate KEEP_SIZE past the end would take disk no size shows:
+    // refused as unsupported, nothing changed.
+    let r = fallocate(&fb, libc::FALLOC_FL_KEEP_SIZE, 0, 64 * K);
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EOPNOTSUPP));
     unchanged("fallocate keep_size");
     // copy_file_range past the end
     let fa = File::open(m.path(&a)).unwrap();

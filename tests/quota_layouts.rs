@@ -499,3 +499,59 @@ mailbox_limit = "64K"
     assert_eq!(mb(&m, john), backing_bytes(&m, "example.org/john"));
     assert_eq!(mb(&m, "jane@example.org"), 10 * K);
 }
+
+/// The rebuild at mount opens each directory only when it reads it: a
+/// mailbox with more folders than the daemon has descriptors is counted
+/// whole (it used to hold one per queued directory and skip the rest).
+#[test]
+fn the_rebuild_counts_more_folders_than_the_daemon_has_descriptors() {
+    let mut m = cyrus("");
+    for i in 0..600 {
+        let dir = format!("{JOHN}/F{i}");
+        mkdirs(&m, &dir);
+        put_n(&m, &format!("{dir}/1."), 100, 1);
+    }
+    let john = mb(&m, JOHN_MB);
+    assert_eq!(john, 600 * 100);
+    m.nofile = Some(256);
+    m.restart();
+    assert_eq!(mb(&m, JOHN_MB), john, "with 256 descriptors");
+}
+
+/// Cyrus makes no dot-directory inside a mailbox and no directory inside a
+/// UUID mailbox directory, and the layout charges such directories to
+/// nobody: a mailbox's owner may not make one (it would hold data outside
+/// every limit), by `mkdir` or by renaming a folder to it.
+#[test]
+fn a_mailbox_owner_cannot_make_a_directory_charged_to_nobody() {
+    let m = cyrus("");
+    mkdirs(&m, &format!("{JOHN}/Sub"));
+    let eperm = |r: std::io::Result<()>, what: &str| {
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EPERM), "{what}");
+    };
+    eperm(
+        fs::create_dir(m.path(&format!("{JOHN}/.hide"))),
+        "dot-directory in a mailbox",
+    );
+    eperm(
+        fs::create_dir(m.path(&format!("{JOHN}/Sub/.x"))),
+        "dot-directory in a folder",
+    );
+    eperm(
+        fs::rename(
+            m.path(&format!("{JOHN}/Sub")),
+            m.path(&format!("{JOHN}/.hide")),
+        ),
+        "folder renamed to a dot-directory",
+    );
+    let id = uuid_dir("ab000009");
+    mkdirs(&m, &id);
+    land_header(&m, &id, "example.org!user.john", "ab000009");
+    eperm(
+        fs::create_dir(m.path(&format!("{id}/sub"))),
+        "directory in a UUID mailbox",
+    );
+    // Outside mailboxes dot-directories are made as anywhere.
+    fs::create_dir(m.path("mail/.spare")).unwrap();
+    assert!(m.path(&format!("{JOHN}/Sub")).is_dir(), "the folder stayed");
+}

@@ -41,6 +41,7 @@ impl SpoolFs {
         if self.name_exists(&dir, &c)? {
             return Err(FsError::Exists);
         }
+        self.check_dir_allowed(&dir, name, "mkdir")?;
         let part = self.router.partition_for(&self.child_path(&dir, name));
         let pfd = self.ensure_dir_on(&dir, part)?;
         backing::mkdir_at(pfd.as_fd_ref(), &c, mode & !umask & 0o7777)?;
@@ -52,6 +53,26 @@ impl SpoolFs {
                 .set_partition(folder, self.partition_name(part));
         }
         Ok(self.attr(node.ino, &st))
+    }
+
+    /// A directory the layout would charge to nobody is not made inside a
+    /// mailbox (see `Layout::allows_dir`): `EPERM`, logged.
+    pub(super) fn check_dir_allowed(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        what: &str,
+    ) -> FsResult<()> {
+        let role = self.layout.classify(&self.dir_path(parent));
+        if self.layout.allows_dir(&role, name) {
+            return Ok(());
+        }
+        let path = self.child_path(parent, name);
+        log::warn!(
+            "{what} {}: refused: the layout charges no mailbox for it, so it would hold data outside every limit",
+            path.display()
+        );
+        Err(FsError::Permission)
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {

@@ -296,7 +296,15 @@ impl SpoolFs {
             fd,
             "fallocate",
             |old| fallocate_target(old, offset, length, mode),
-            || backing::fallocate(fd, mode, offset, length),
+            || {
+                if preallocates_past_eof(mode)
+                    && offset + length > backing::stat_fd(fd)?.st_size as u64
+                {
+                    // Disk that no size shows, so no limit would see it.
+                    return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+                }
+                backing::fallocate(fd, mode, offset, length)
+            },
             |_, _| {
                 backing::stat_fd(fd)
                     .map(|st| st.st_size as u64)
@@ -369,6 +377,12 @@ impl SpoolFs {
 }
 
 /// The size a file may reach by `fallocate(mode, offset, length)`.
+/// `FALLOC_FL_KEEP_SIZE` allocating (not punching): past the end of the
+/// file it takes disk the file's size, and so its charge, does not show.
+fn preallocates_past_eof(mode: i32) -> bool {
+    mode & libc::FALLOC_FL_KEEP_SIZE != 0 && mode & libc::FALLOC_FL_PUNCH_HOLE == 0
+}
+
 pub(super) fn fallocate_target(old: u64, offset: u64, length: u64, mode: i32) -> u64 {
     if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
         old

@@ -135,9 +135,16 @@ impl SpoolFs {
         if let (true, Some(d)) = (exchange, dst.as_deref())
             && (is_dir(&src[0].1) || is_dir(&d[0].1))
         {
+            if is_dir(&src[0].1) {
+                self.check_dir_allowed(&dst_dir, newname, "exchange")?;
+            }
+            if is_dir(&d[0].1) {
+                self.check_dir_allowed(&src_dir, name, "exchange")?;
+            }
             return self.exchange_with_dirs(&names, &src, d);
         }
         if is_dir(&src[0].1) {
+            self.check_dir_allowed(&dst_dir, newname, "rename")?;
             self.rename_dir(&names, &src, dst.as_deref())
         } else {
             self.rename_leaf(&names, src[0], dst.as_deref(), flags)

@@ -307,6 +307,19 @@ impl Layout {
         }
     }
 
+    /// Whether a directory named `name` may be made (or renamed to) inside
+    /// a directory of role `parent`. Cyrus makes no dot-directory inside a
+    /// mailbox and no directory at all inside a UUID mailbox directory; the
+    /// layout charges such a directory to nobody, so letting one be made
+    /// would let a mailbox's owner store data outside every limit.
+    pub fn allows_dir(&self, parent: &DirRole, name: &OsStr) -> bool {
+        match (&self.kind, parent) {
+            (Kind::Cyrus(_), DirRole::UuidMailbox) => false,
+            (Kind::Cyrus(_), DirRole::Folder(_)) => !name.as_bytes().starts_with(b"."),
+            _ => true,
+        }
+    }
+
     /// Classifies a directory by its spool path. One small allocation for
     /// the component list, plus the result's strings.
     pub fn classify(&self, spool_dir: &Path) -> DirRole {

@@ -25,6 +25,8 @@ pub struct Mount {
     pub log: PathBuf,
     /// Extra `spoolfs mount` arguments (e.g. `-o ro`) for the next spawn.
     pub args: Vec<String>,
+    /// The daemon's descriptor limit (soft and hard) for the next spawn.
+    pub nofile: Option<u64>,
     child: Option<Child>,
 }
 
@@ -113,6 +115,7 @@ impl Mount {
             state,
             log,
             args: spec.args.clone(),
+            nofile: None,
             child: None,
         };
         m.spawn();
@@ -126,7 +129,22 @@ impl Mount {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let child = cmd
             .arg("mount")
             .args(&self.args)
             .arg("--config")
