@@ -319,6 +319,26 @@ impl Store {
         self.txn(Txn::new().and_then([op])).await.map(drop)
     }
 
+    /// At registration: this host claims exactly the `used` bytes it stores
+    /// of `tenant`, publishes them, and drops a previous life's spare and
+    /// want — in one transaction, unconditionally (stored bytes are counted
+    /// whatever the limit says), so no moment shows the host holding
+    /// nothing while its data is on disk.
+    pub async fn reclaim(&self, tenant: &str, used: u64) -> StoreResult<()> {
+        let k = &self.keys;
+        let claim = match used {
+            0 => TxnOp::delete(k.claim(tenant), None),
+            n => TxnOp::put(k.claim(tenant), n.to_string(), None),
+        };
+        let ops = vec![
+            claim,
+            TxnOp::put(k.used(tenant), used.to_string(), None),
+            TxnOp::delete(k.spare(tenant), None),
+            TxnOp::delete(k.want(tenant), None),
+        ];
+        self.txn(Txn::new().and_then(ops)).await.map(drop)
+    }
+
     /// Forgets this host's keys of a tenant it no longer stores anything of.
     pub async fn forget(&self, tenant: &str) -> StoreResult<()> {
         let k = &self.keys;

@@ -524,7 +524,9 @@ pub(super) fn check_bound(
         mailbox: None,
         limit: bound,
         grace,
-        used: account.used,
+        // What stands against the bound: the bytes a transfer under way
+        // still holds count too (a cluster host asks for this much more).
+        used: account.used.saturating_add(account.held),
         asked,
         share,
     })

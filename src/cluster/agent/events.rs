@@ -39,6 +39,11 @@ impl Agent {
                         None => self.limits.remove(&tenant),
                     };
                     self.ledger.set_cluster_limit(&tenant, limit);
+                    let now = Instant::now();
+                    self.tenants
+                        .entry(tenant.clone())
+                        .or_insert_with(|| Tenant::new(now))
+                        .limit_changed = true;
                     wake.insert(tenant);
                 }
                 Some(Key::Want { tenant, host }) if host != self.config.host_id => {

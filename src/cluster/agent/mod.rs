@@ -48,6 +48,10 @@ struct Tenant {
     starving_hosts: BTreeSet<String>,
     /// Whether this host has said it is starved.
     wanting: bool,
+    /// The limit changed since this host last read the others' holdings:
+    /// the next plan must not trust `others` (a lowered limit could leave
+    /// this host's claim where the others' new ones no longer leave room).
+    limit_changed: bool,
 }
 
 impl Tenant {
@@ -60,6 +64,7 @@ impl Tenant {
             last_growth: now,
             needed: 0,
             needed_since: now,
+            limit_changed: false,
             starving_hosts: BTreeSet::new(),
             wanting: false,
         }
@@ -228,7 +233,7 @@ impl Agent {
             others_starving: !t.starving_hosts.is_empty(),
         };
         let first = plan(&situation(t, None), self.config.grant);
-        if first.target == t.held && !first.starving && !t.wanting {
+        if first.target == t.held && !first.starving && !t.wanting && !t.limit_changed {
             return Ok(());
         }
         for _ in 0..RACE_RETRIES {
@@ -259,6 +264,7 @@ impl Agent {
             }
             let t = self.tenants.get_mut(&holding.tenant).expect("inserted");
             t.held = target;
+            t.limit_changed = false;
             self.ledger.set_share(&holding.tenant, target.claim);
             return self.say_starving(&holding.tenant, planned.starving).await;
         }

@@ -50,19 +50,10 @@ impl Agent {
                 claim: holding.used,
                 spare: 0,
             };
-            let store = self.store();
-            store.forget(&holding.tenant).await?;
-            let snapshot = store.tenant(&holding.tenant).await?;
-            // Stored bytes are claimed unconditionally: they are counted
-            // whatever the limit now says.
-            store
-                .set_holding(
-                    &holding.tenant,
-                    Holding::default(),
-                    claim,
-                    snapshot.revision,
-                )
-                .await?;
+            // Stored bytes are claimed unconditionally, and in one step:
+            // a crash or a lost race in between must not leave them
+            // counted nowhere for the other hosts to hand out.
+            self.store().reclaim(&holding.tenant, holding.used).await?;
             self.ledger.set_share(&holding.tenant, holding.used);
             let mut tenant = Tenant::new(now);
             tenant.held = claim;
