@@ -218,10 +218,7 @@ impl SpoolFs {
         // Writing a `cyrus.header` in place may move its directory's
         // charges (`header_written`): that runs alone.
         let header = file.state.lock().unwrap().name == CYRUS_HEADER;
-        let _gate = match header {
-            true => self.accounts.alone(),
-            false => self.accounts.steady(),
-        };
+        let _gate = self.accounts.passage(header);
         let refused = |s: &FileState, r| self.refused(what, s, r, None);
         let measured = || backing::stat_fd(fd).ok().map(|st| st.st_size as u64);
         let done = self
@@ -292,7 +289,8 @@ impl SpoolFs {
         dir: &Node,
         op: impl FnOnce() -> FsResult<()>,
     ) -> FsResult<()> {
-        let gone = || self.inodes.forget_key(&key);
+        let holder = self.inodes.holder(&key);
+        let gone = || self.inodes.forget_key(&key, holder);
         self.accounts
             .remove_name(key, state, self.folder_of(dir), op, gone)
     }
@@ -325,9 +323,10 @@ impl SpoolFs {
             let t = self.child_path(target.0, target.1);
             self.refused("rename", s, r, Some(&t))
         };
+        let replaced = plan.dst.map(|(key, _)| (key, self.inodes.holder(&key)));
         let gone = || {
-            if let Some((key, _)) = &plan.dst {
-                self.inodes.forget_key(key);
+            if let Some((key, holder)) = replaced {
+                self.inodes.forget_key(&key, holder);
             }
         };
         let charges = RenameCharges {

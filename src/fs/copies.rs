@@ -82,41 +82,26 @@ impl SpoolFs {
         parts: &[usize],
     ) -> FsResult<()> {
         let copy = |dir: &Node, part: usize| dir.dir().and_then(|d| d.copy(part));
+        let swap = |a: &Arc<OwnedFd>, b: &Arc<OwnedFd>| {
+            let flags = libc::RENAME_EXCHANGE;
+            backing::rename_at(a.as_fd_ref(), c_a, b.as_fd_ref(), c_b, flags)
+        };
         let mut done = Vec::new();
         for &part in parts {
             let pair = copy(a_dir, part).zip(copy(b_dir, part));
             let step = pair.ok_or(FsError::NotFound).and_then(|(a, b)| {
-                let swap = |x: &Arc<OwnedFd>, y: &Arc<OwnedFd>| {
-                    backing::rename_at(
-                        x.as_fd_ref(),
-                        c_a,
-                        y.as_fd_ref(),
-                        c_b,
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
                 swap(&a, &b)?;
                 Ok((part, a, b))
             });
-            match step {
-                Ok(swapped) => done.push(swapped),
-                Err(e) => {
-                    // An exchange is its own inverse.
-                    for (part, a, b) in done.iter().rev() {
-                        let back = backing::rename_at(
-                            a.as_fd_ref(),
-                            c_a,
-                            b.as_fd_ref(),
-                            c_b,
-                            libc::RENAME_EXCHANGE,
-                        );
-                        if let Err(e) = back {
-                            let name = self.partition_name(*part);
-                            error!("partition {name}: a failed exchange could not be undone: {e}");
-                        }
+            if let Err(e) = step.map(|swapped| done.push(swapped)) {
+                // An exchange is its own inverse.
+                for (part, a, b) in done.iter().rev() {
+                    if let Err(e) = swap(a, b) {
+                        let name = self.partition_name(*part);
+                        error!("partition {name}: a failed exchange could not be undone: {e}");
                     }
-                    return Err(e);
                 }
+                return Err(e);
             }
         }
         Ok(())
@@ -125,8 +110,12 @@ impl SpoolFs {
 
 /// Before changing every copy of a directory (removing it, or its mode,
 /// owner or times): a copy on a read-only partition would fail after the
-/// others had changed. `fds`: one descriptor on each copy's partition.
+/// others had changed. `fds`: one descriptor on each copy's partition. A
+/// single copy needs no check: its one call fails or succeeds whole.
 pub(super) fn all_writable(fds: &[Arc<OwnedFd>]) -> FsResult<()> {
+    if fds.len() < 2 {
+        return Ok(());
+    }
     for fd in fds {
         let vfs = backing::statvfs_fd(fd.as_fd_ref())?;
         if vfs.f_flag & libc::ST_RDONLY != 0 {

@@ -96,8 +96,9 @@ impl SpoolFs {
         }
         for (p, st) in &found {
             let pfd = d.copy(*p).ok_or(FsError::NotFound)?;
+            let (key, holder) = self.holder_of(st);
             backing::unlink_at(pfd.as_fd_ref(), &c, true)?;
-            self.inodes.forget_key(&Key::of(st));
+            self.inodes.forget_key(&key, holder);
         }
         self.accounts.forget_owners(&self.child_path(&dir, name));
         Ok(())

@@ -367,22 +367,22 @@ impl InodeTable {
         node.keys.lock().unwrap().push(key);
     }
 
-    /// The backing object is gone: a new object may reuse its key. A node
-    /// standing for a live object with that key keeps it: the inode number
-    /// may already have gone to a new file (ext4 reuses it at once when
-    /// nothing holds the old one), and that file's node must not lose it.
-    pub fn forget_key(&self, key: &Key) {
-        let Some(node) = self.by_key(key) else {
+    /// The node that answers for `key` now (taken before removing the
+    /// object, for `forget_key`).
+    pub fn holder(&self, key: &Key) -> Option<u64> {
+        self.inner.read().unwrap().by_key.get(key).copied()
+    }
+
+    /// The backing object `holder` stood for is gone: a new object may
+    /// reuse its key. Only that node gives the key up: the inode number may
+    /// already have gone to a new file (ext4 reuses it at once when nothing
+    /// holds the old one), whose node must keep it.
+    pub fn forget_key(&self, key: &Key, holder: Option<u64>) {
+        let Some(ino) = holder else {
             return;
         };
-        let live = node
-            .stat()
-            .is_ok_and(|st| st.st_nlink > 0 && Key::of(&st) == *key);
-        if live {
-            return;
-        }
         let mut t = self.inner.write().unwrap();
-        if t.by_key.get(key) == Some(&node.ino) {
+        if t.by_key.get(key) == Some(&ino) {
             t.by_key.remove(key);
         }
     }
@@ -450,29 +450,21 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_a_key_spares_a_live_object_that_reused_it() {
+    fn forgetting_a_key_spares_the_node_of_a_new_object_that_took_it() {
         let t = table();
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("d");
-        std::fs::create_dir(&dir).unwrap();
-        let fd = crate::backing::open_root(&dir).unwrap();
-        let key =
-            Key::of(&crate::backing::stat_fd(crate::backing::AsFdRef::as_fd_ref(&fd)).unwrap());
-        let loc = Loc {
-            parent: ROOT_INO,
-            name: "d".into(),
-        };
-        let live = t.remember(key, || {
-            (Body::Dir(DirNode::new(loc, 1, vec![(0, fd)])), vec![key])
-        });
-        // Another object with this key died (its unlink forgets the key):
-        // the live one keeps its number.
-        t.forget_key(&key);
-        assert_eq!(t.by_key(&key).map(|n| n.ino), Some(live.ino));
-        // Now it dies too.
-        std::fs::remove_dir(&dir).unwrap();
-        t.forget_key(&key);
-        assert!(t.by_key(&key).is_none());
+        let key = Key { dev: 7, ino: 77 };
+        let old = remember(&t, key);
+        let holder = t.holder(&key);
+        assert_eq!(holder, Some(old.ino));
+        // The old object is deleted, its inode number reused at once, and
+        // a lookup of the new one retires the stale node first.
+        t.forget_key(&key, Some(old.ino));
+        let new = remember(&t, key);
+        // The unlink that took `holder` before its call now forgets.
+        t.forget_key(&key, holder);
+        assert_eq!(t.holder(&key), Some(new.ino), "the new object kept its key");
+        t.forget_key(&key, Some(new.ino));
+        assert_eq!(t.holder(&key), None);
     }
 
     #[test]
@@ -482,13 +474,13 @@ mod tests {
         let old = remember(&t, key);
         // The file is deleted and its backing inode number reused at once,
         // before the kernel forgets the old one.
-        t.forget_key(&key);
+        t.forget_key(&key, Some(old.ino));
         let new = remember(&t, key);
         assert_ne!(new.ino, old.ino);
         assert!(new.ino > SPARE_BASE);
         // Once the kernel forgot the old node, the derived number is free.
         assert!(t.forget(old.ino, 1).is_some());
-        t.forget_key(&key);
+        t.forget_key(&key, Some(new.ino));
         assert!(t.forget(new.ino, 1).is_some());
         assert_eq!(remember(&t, key).ino, old.ino);
     }

@@ -82,9 +82,16 @@ impl SpoolFs {
         }
     }
 
+    /// The backing key of `st` and the node answering for it, taken before
+    /// the object is removed (see `InodeTable::forget_key`).
+    pub(super) fn holder_of(&self, st: &libc::stat) -> (Key, Option<u64>) {
+        let key = Key::of(st);
+        (key, self.inodes.holder(&key))
+    }
+
     /// Drops a stale node's claim on `key` (and the reference just taken).
     fn retire(&self, node: &Node, key: &Key) {
-        self.inodes.forget_key(key);
+        self.inodes.forget_key(key, Some(node.ino));
         if let Some(f) = node.file() {
             self.accounts.retire(key, &f.state);
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use log::info;
 
 use super::account::RenamePlan;
-use super::accounts::{ChargeMove, Passage, SubtreeMove};
+use super::accounts::{ChargeMove, SubtreeMove};
 use super::inode::{Key, Node};
 use super::lookup::Found;
 use super::{Attr, SpoolFs, is_dir, is_reg, stat_entries};
@@ -25,7 +25,8 @@ const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 
 impl SpoolFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        let _gate = self.gate_for_header(name == CYRUS_HEADER);
+        // Removing a `cyrus.header` may move its directory's charges.
+        let _gate = self.accounts.passage(name == CYRUS_HEADER);
         let dir = self.dir_node(parent)?;
         let c = backing::component(name)?;
         let (part, st) = self.find(&dir, &c)?[0];
@@ -39,9 +40,10 @@ impl SpoolFs {
             .ok_or(FsError::NotFound)?;
         let unlink = || backing::unlink_at(pfd.as_fd_ref(), &c, false).map_err(FsError::from);
         if !is_reg(&st) {
+            let (key, holder) = self.holder_of(&st);
             unlink()?;
             if st.st_nlink <= 1 {
-                self.inodes.forget_key(&Key::of(&st));
+                self.inodes.forget_key(&key, holder);
             }
             return Ok(());
         }
@@ -57,17 +59,8 @@ impl SpoolFs {
         removed
     }
 
-    /// Operations that add or remove a `cyrus.header` may move a whole
-    /// directory's charges: they run alone (see `accounts/gate.rs`).
-    fn gate_for_header(&self, header: bool) -> Passage<'_> {
-        match header {
-            true => self.accounts.alone(),
-            false => self.accounts.steady(),
-        }
-    }
-
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Attr> {
-        let _gate = self.gate_for_header(newname == CYRUS_HEADER);
+        let _gate = self.accounts.passage(newname == CYRUS_HEADER);
         let node = self.node(ino)?;
         let leaf = node.leaf().ok_or(FsError::Permission)?;
         let dir = self.dir_node(newparent)?;
@@ -114,10 +107,7 @@ impl SpoolFs {
             || dst.as_deref().is_some_and(|d| is_dir(&d[0].1))
             || newname == CYRUS_HEADER
             || name == CYRUS_HEADER;
-        let _gate = match wholesale {
-            true => self.accounts.alone(),
-            false => self.accounts.steady(),
-        };
+        let _gate = self.accounts.passage(wholesale);
         if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
             return Err(FsError::Exists);
         }
@@ -222,6 +212,12 @@ impl SpoolFs {
         let moves = self.subtree_moves(&copies, &old_path, &new_path);
         // Checked before anything changes: a refusal removes nothing.
         let moving = self.begin_moves(moves, &old_path, &new_path)?;
+        // The replaced directory's nodes, before it goes.
+        let replaced: Vec<_> = dst
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, st)| self.holder_of(st))
+            .collect();
         // From here on an error drops `moving`, which undoes it.
         if let Some(d) = dst {
             self.clear_replaced_dir(n, src, d)?;
@@ -229,8 +225,8 @@ impl SpoolFs {
         self.rename_copies((n.src_dir, n.c_src), (n.dst_dir, n.c_dst), src, dst)?;
         moving.commit();
         // The replaced directory is gone; its inode numbers may be reused.
-        for (_, st) in dst.unwrap_or_default() {
-            self.inodes.forget_key(&Key::of(st));
+        for (key, holder) in replaced {
+            self.inodes.forget_key(&key, holder);
         }
         self.relocate_dir_node(n, &src[0].1, &old_path, &new_path);
         Ok(())
@@ -324,8 +320,9 @@ impl SpoolFs {
                 .expect("dir")
                 .copy(*part)
                 .ok_or(FsError::NotFound)?;
+            let (key, holder) = self.holder_of(st);
             backing::unlink_at(pfd.as_fd_ref(), n.c_dst, true)?;
-            self.inodes.forget_key(&Key::of(st));
+            self.inodes.forget_key(&key, holder);
         }
         Ok(())
     }

@@ -101,9 +101,7 @@ fn for_each_fd(node: &Node, f: &dyn Fn(BorrowedFd) -> std::io::Result<()>) -> Fs
     match &node.body {
         Body::Dir(d) => {
             let copies: Vec<_> = d.copies().into_iter().map(|(_, fd)| fd).collect();
-            if copies.len() > 1 {
-                copies::all_writable(&copies)?;
-            }
+            copies::all_writable(&copies)?;
             for fd in copies {
                 f(fd.as_fd_ref())?;
             }

@@ -192,10 +192,14 @@ impl Accounts {
         self.gate.shared()
     }
 
-    /// Held by the operations that move charges wholesale (directory
-    /// renames, a `cyrus.header` naming a new owner): they run alone.
-    pub fn alone(&self) -> Passage<'_> {
-        self.gate.exclusive()
+    /// `steady()`, or, for an operation that moves charges wholesale
+    /// (a directory rename, a `cyrus.header` landing or leaving), the gate
+    /// alone.
+    pub fn passage(&self, wholesale: bool) -> Passage<'_> {
+        match wholesale {
+            true => self.gate.exclusive(),
+            false => self.gate.shared(),
+        }
     }
 
     // --- folders and owners -------------------------------------------
