@@ -317,6 +317,15 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 /// Client side: asks the daemon serving the mount `path` is in.
 pub fn ask(path: &Path, req: &Request) -> Result<Answer, String> {
     let root = mount_root(path)?;
+    // Any filesystem can carry the xattr, and a crashed daemon's registry
+    // entry can name a device number another filesystem has since: only a
+    // spoolfs mount is asked about.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    if let Err(found) = crate::mount::mountpoint::spoolfs_at(&mountinfo, &root) {
+        let found = found.map_or_else(String::new, |f| format!(" ({f})"));
+        return Err(format!("{}: not a spoolfs mount{found}", path.display()));
+    }
     let socket = match registry::lookup(&root) {
         Some(socket) => socket,
         None => socket_of(&root).map_err(|e| format!("{}: {e}", path.display()))?,

@@ -8,7 +8,7 @@
 //! without the state directory's lock).
 
 mod created;
-mod mountpoint;
+pub mod mountpoint;
 pub mod options;
 mod transport;
 

@@ -538,7 +538,6 @@ fn quota_cli_rejects_bad_input_and_changes_nothing() {
 #[test]
 fn control_clients_cannot_make_the_daemon_hold_memory_or_threads() {
     use std::os::unix::net::UnixStream;
-    use std::os::unix::process::CommandExt;
     let m = boxes("", &[JOHN]);
     let socket = m.state.join("control.sock");
     let threads = || {
@@ -548,22 +547,11 @@ fn control_clients_cannot_make_the_daemon_hold_memory_or_threads() {
     };
     let before = threads();
     // 200 connections from nobody, held open, sending nothing.
-    let holder = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import socket,time\ns=[socket.socket(socket.AF_UNIX) for _ in range(200)]\n\
-             [x.connect('{}') for x in s]\nprint('held',flush=True)\ntime.sleep(30)",
-            socket.display()
-        ))
-        .uid(65534)
-        .gid(65534)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut holder = KillOnDrop(holder);
-    let mut out = holder.0.stdout.take().unwrap();
-    let mut buf = [0u8; 5];
-    io::Read::read_exact(&mut out, &mut buf).unwrap();
+    let _holder = python_as_nobody(&format!(
+        "import socket,time\ns=[socket.socket(socket.AF_UNIX) for _ in range(200)]\n\
+         [x.connect('{}') for x in s]\nprint('ready',flush=True)\ntime.sleep(30)",
+        socket.display()
+    ));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(threads() < before + 5, "threads: {before} -> {}", threads());
     // Root, meanwhile: an endless line is cut off, not buffered whole ...
@@ -582,6 +570,26 @@ fn control_clients_cannot_make_the_daemon_hold_memory_or_threads() {
     assert!(u["mailboxes"].is_array(), "{u}");
 }
 
+/// Runs a Python script as nobody and waits until it prints `ready`;
+/// the process is killed when the returned guard drops.
+fn python_as_nobody(script: &str) -> KillOnDrop {
+    use std::os::unix::process::CommandExt;
+    let mut child = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", script])
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = child.0.stdout.take().unwrap();
+    let mut ready = [0u8; 5];
+    io::Read::read_exact(&mut out, &mut ready).unwrap();
+    assert_eq!(&ready, b"ready");
+    child
+}
+
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
@@ -592,31 +600,20 @@ impl Drop for KillOnDrop {
 }
 
 /// The CLI finds the socket through an xattr, which any filesystem a user
-/// owns can carry: a socket not served by root is refused.
+/// owns can carry (or a registry entry a crashed daemon left for a device
+/// number another filesystem has since): only a spoolfs mount is asked.
 #[test]
-fn the_cli_refuses_a_control_socket_not_served_by_root() {
-    use std::os::unix::process::CommandExt;
+fn the_cli_asks_only_a_spoolfs_mount() {
     let tmp = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let fake = tmp.path().join("fake.sock");
-    let server = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind('{}')\ns.listen(5)\n\
-             print('up',flush=True)\nc,_=s.accept()\nc.recv(100)\n\
-             c.sendall(b'{{\"error\":\"fake\"}}\\n')\ntime.sleep(5)",
-            fake.display()
-        ))
-        .uid(65534)
-        .gid(65534)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(server);
-    let mut out = server.0.stdout.take().unwrap();
-    let mut buf = [0u8; 3];
-    io::Read::read_exact(&mut out, &mut buf).unwrap();
+    let _server = python_as_nobody(&format!(
+        "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind('{}')\ns.listen(5)\n\
+         print('ready',flush=True)\nc,_=s.accept()\nc.recv(100)\n\
+         c.sendall(b'{{\"error\":\"fake\"}}\\n')\ntime.sleep(5)",
+        fake.display()
+    ));
     // A directory on a filesystem root that names the fake socket.
     let root = tempfile::tempdir().unwrap();
     let mount = Command::new("mount")
@@ -657,5 +654,8 @@ fn the_cli_refuses_a_control_socket_not_served_by_root() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the CLI trusted a fake daemon");
-    assert!(err.contains("not by root"), "why: {err}");
+    assert!(
+        err.contains("not a spoolfs mount (tmpfs from spoolfs-fake)"),
+        "why: {err}"
+    );
 }

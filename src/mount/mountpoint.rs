@@ -60,6 +60,15 @@ pub fn mounted_at(mountinfo: &str, path: &Path) -> Option<String> {
     })
 }
 
+/// Whether the topmost mount at `path` is a spoolfs mount, from the text
+/// of `/proc/self/mountinfo`; else what is mounted there, if anything.
+pub fn spoolfs_at(mountinfo: &str, path: &Path) -> Result<(), Option<String>> {
+    match mounted_at(mountinfo, path) {
+        Some(found) if found.starts_with("fuse.spoolfs from ") => Ok(()),
+        other => Err(other),
+    }
+}
+
 /// The device number ("major:minor") of the topmost mount at `path`, from
 /// the text of `/proc/self/mountinfo` (never a `stat` on the mount, which
 /// would ask the very daemon that is starting).
@@ -111,6 +120,22 @@ mod tests {
         );
         assert_eq!(device_at(INFO, Path::new("/")).as_deref(), Some("8:1"));
         assert_eq!(device_at(INFO, Path::new("/nowhere")), None);
+    }
+
+    #[test]
+    fn only_a_spoolfs_mount_on_top_is_one() {
+        let under = INFO.replace("41 40 0:41", "#");
+        let under: String = under
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(spoolfs_at(&under, Path::new("/tmp/my spool")), Ok(()));
+        assert_eq!(
+            spoolfs_at(INFO, Path::new("/tmp/my spool")),
+            Err(Some("tmpfs from tmpfs".into()))
+        );
+        assert_eq!(spoolfs_at(INFO, Path::new("/nowhere")), Err(None));
     }
 
     #[test]
