@@ -610,23 +610,13 @@ fn shared_mmap_write_through() {
             .unwrap();
         f.set_len(3 * 4096).unwrap();
         let len = 3 * 4096;
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
-        let s = unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len) };
+        let p = common::map_shared(&f, len);
+        let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
         s[0..5].copy_from_slice(b"HELLO");
         s[5000..5004].copy_from_slice(b"MIDL");
         s[len - 3..].copy_from_slice(b"END");
         assert_eq!(
-            unsafe { libc::msync(p, len, libc::MS_SYNC) },
+            unsafe { libc::msync(p.cast(), len, libc::MS_SYNC) },
             0,
             "msync: {}",
             io::Error::last_os_error()
@@ -640,7 +630,7 @@ fn shared_mmap_write_through() {
         f.write_all_at(b"w", 1).unwrap();
         assert_eq!(s[1], b'w');
         s[2] = b'!';
-        assert_eq!(unsafe { libc::munmap(p, len) }, 0);
+        assert_eq!(unsafe { libc::munmap(p.cast(), len) }, 0);
         drop(f);
         let via_mount = fs::read(&path).unwrap();
         assert_eq!(&via_mount[0..5], b"Hw!LO");

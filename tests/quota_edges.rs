@@ -701,27 +701,12 @@ fn shared_mmap_writes_cannot_grow_and_ftruncate_is_checked() {
     let (b, mut model) = john_nearly_full(&m, 100);
     let f = rw(&m, &b);
     let len = model.len();
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(
-        map,
-        libc::MAP_FAILED,
-        "mmap: {}",
-        io::Error::last_os_error()
-    );
-    let bytes = unsafe { std::slice::from_raw_parts_mut(map as *mut u8, len) };
+    let map = common::map_shared(&f, len);
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map, len) };
     let new = pat(len as u64, 77);
     bytes.copy_from_slice(&new);
     model.copy_from_slice(&new);
-    assert_eq!(unsafe { libc::msync(map, len, libc::MS_SYNC) }, 0);
+    assert_eq!(unsafe { libc::msync(map.cast(), len, libc::MS_SYNC) }, 0);
     assert_eq!(mb(&m, JOHN_MB), 256 * K - 100, "mmap writes grow nothing");
     assert_file(&m, &b, &model);
     // Growing while mapped: checked like any truncate.
@@ -733,8 +718,8 @@ fn shared_mmap_writes_cannot_grow_and_ftruncate_is_checked() {
     // Write through the mapping again, then unmap: nothing more charged.
     bytes[..4].copy_from_slice(b"MMAP");
     model[..4].copy_from_slice(b"MMAP");
-    assert_eq!(unsafe { libc::msync(map, len, libc::MS_SYNC) }, 0);
-    assert_eq!(unsafe { libc::munmap(map, len) }, 0);
+    assert_eq!(unsafe { libc::msync(map.cast(), len, libc::MS_SYNC) }, 0);
+    assert_eq!(unsafe { libc::munmap(map.cast(), len) }, 0);
     assert_edquot(f.set_len(len as u64 + 101), "ftruncate after munmap");
     drop(f);
     assert_eq!(mb(&m, JOHN_MB), 256 * K);
@@ -743,6 +728,24 @@ fn shared_mmap_writes_cannot_grow_and_ftruncate_is_checked() {
 }
 
 // --- directory renames racing with size changes ---------------------------------
+
+/// Renames `a` to `b` and back, at least `pairs` times and until the
+/// writer counting in `writes` has done `min` writes meanwhile, however busy
+/// the machine is.
+fn rename_back_and_forth(
+    m: &Mount,
+    (a, b): (&str, &str),
+    pairs: u32,
+    (writes, min): (&std::sync::atomic::AtomicU32, u32),
+) {
+    let mut done = 0;
+    while done < pairs || writes.load(std::sync::atomic::Ordering::Relaxed) < min {
+        fs::rename(m.path(a), m.path(b)).unwrap();
+        fs::rename(m.path(b), m.path(a)).unwrap();
+        done += 1;
+        assert!(done < 20_000, "the writer made no progress");
+    }
+}
 
 #[test]
 fn directory_rename_racing_a_writer_keeps_usage_exact() {
@@ -769,15 +772,7 @@ fn directory_rename_racing_a_writer_keeps_usage_exact() {
                 }
             }
         });
-        // Until the writer has overlapped enough renames, however busy
-        // the machine is.
-        let mut pairs = 0;
-        while pairs < 400 || writes.load(std::sync::atomic::Ordering::Relaxed) < 5000 {
-            fs::rename(m.path(&a), m.path(&b)).unwrap();
-            fs::rename(m.path(&b), m.path(&a)).unwrap();
-            pairs += 1;
-            assert!(pairs < 20_000, "the writer made no progress");
-        }
+        rename_back_and_forth(&m, (&a, &b), 400, (&writes, 5000));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     drop(w);
@@ -874,15 +869,7 @@ fn a_folder_moving_within_a_tenant_does_not_block_its_other_writers() {
             }
             refused
         });
-        // Until the writer has overlapped enough renames, however busy
-        // the machine is.
-        let mut pairs = 0;
-        while pairs < 300 || writes.load(std::sync::atomic::Ordering::Relaxed) < 3000 {
-            fs::rename(m.path(&a), m.path(&b)).unwrap();
-            fs::rename(m.path(&b), m.path(&a)).unwrap();
-            pairs += 1;
-            assert!(pairs < 20_000, "the writer made no progress");
-        }
+        rename_back_and_forth(&m, (&a, &b), 300, (&writes, 3000));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         h.join().unwrap()
     });

@@ -544,3 +544,26 @@ pub fn used(u: &serde_json::Value, list: &str, name: &str) -> u64 {
         .find(|e| e["name"] == name)
         .map_or(0, |e| e["used"].as_u64().expect("used is an integer"))
 }
+
+/// A read-write shared mapping of the first `len` bytes of `f`; panics with
+/// the error if the kernel refuses it. Unmap with `libc::munmap`.
+pub fn map_shared(f: &fs::File, len: usize) -> *mut u8 {
+    use std::os::fd::AsRawFd;
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    p.cast()
+}
