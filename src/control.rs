@@ -324,7 +324,10 @@ pub fn ask(path: &Path, req: &Request) -> Result<Answer, String> {
         .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
     if let Err(found) = crate::mount::mountpoint::spoolfs_at(&mountinfo, &root) {
         let found = found.map_or_else(String::new, |f| format!(" ({f})"));
-        return Err(format!("{}: not a spoolfs mount{found}", path.display()));
+        return Err(format!(
+            "{}: not inside a spoolfs mount{found}",
+            path.display()
+        ));
     }
     let socket = match registry::lookup(&root) {
         Some(socket) => socket,

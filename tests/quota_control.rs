@@ -655,7 +655,7 @@ fn the_cli_asks_only_a_spoolfs_mount() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the CLI trusted a fake daemon");
     assert!(
-        err.contains("not a spoolfs mount (tmpfs from spoolfs-fake)"),
+        err.contains("not inside a spoolfs mount (tmpfs from spoolfs-fake)"),
         "why: {err}"
     );
 }
