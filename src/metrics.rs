@@ -124,6 +124,8 @@ pub struct Metrics {
     scanned: std::sync::atomic::AtomicBool,
     /// Of the requests counted in `ops`, those that came over the ring.
     over_io_uring: AtomicU64,
+    /// Ring threads the guard freed from a hand-off (`fuse/uring/handoff.rs`).
+    handoff_rescues: AtomicU64,
 }
 
 static GLOBAL: Metrics = Metrics::new();
@@ -163,6 +165,7 @@ impl Metrics {
             scan_seconds: AtomicU64::new(0),
             scanned: std::sync::atomic::AtomicBool::new(false),
             over_io_uring: AtomicU64::new(0),
+            handoff_rescues: AtomicU64::new(0),
         }
     }
 
@@ -193,6 +196,12 @@ impl Metrics {
 
     pub fn over_io_uring(&self) -> u64 {
         self.over_io_uring.load(Ordering::Relaxed)
+    }
+
+    /// A ring thread waited too long for its CPU in a hand-off and was
+    /// made an ordinary thread again.
+    pub fn handoff_rescued(&self) {
+        self.handoff_rescues.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an `EDQUOT` refusal of `op` charged to `tenant`.
@@ -305,6 +314,7 @@ pub struct Snapshot {
     refusals: Vec<(String, Op, u64)>,
     scan: Option<(f64, u64)>,
     over_io_uring: u64,
+    handoff_rescues: u64,
 }
 
 impl Snapshot {
@@ -322,6 +332,7 @@ impl Snapshot {
             refusals: metrics.refusal_samples(),
             scan: metrics.scan(),
             over_io_uring: metrics.over_io_uring(),
+            handoff_rescues: metrics.handoff_rescues.load(Ordering::Relaxed),
         }
     }
 
@@ -427,6 +438,14 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?
         .encode_counter::<NoLabelSet, _, u64>(&self.over_io_uring, None)?;
+
+        enc.encode_descriptor(
+            "spoolfs_handoff_rescues",
+            "Times a ring thread committing as SCHED_IDLE waited too long for its CPU and was made ordinary again ([mount] handoff)",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.handoff_rescues, None)?;
 
         let mut family = enc.encode_descriptor(
             "spoolfs_requests",

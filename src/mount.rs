@@ -277,6 +277,9 @@ fn apply_options(config: &mut Config, options: &MountOptions) {
     if let Some(mode) = options.io_uring {
         config.mount.io_uring = mode;
     }
+    if let Some(handoff) = options.handoff {
+        config.mount.handoff = handoff;
+    }
 }
 
 /// fuser's `/dev/fuse` loop: `[mount] threads` threads, or one when the

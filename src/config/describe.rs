@@ -103,7 +103,7 @@ pub(super) fn describe_quota(quota: &QuotaConfig) -> String {
 pub(super) fn describe_mount(mount: &MountConfig) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     format!(
-        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, open handles {}, xattrs {}, io_uring {}, held descriptors {}",
+        "mount: {} threads, allow_other {}, ttl {}s, passthrough {}, open handles {}, xattrs {}, io_uring {}, handoff {}, held descriptors {}",
         mount.threads,
         yes_no(mount.allow_other),
         mount.ttl_secs,
@@ -111,6 +111,7 @@ pub(super) fn describe_mount(mount: &MountConfig) -> String {
         yes_no(mount.open_handles),
         yes_no(mount.xattrs),
         mount.io_uring.name(),
+        yes_no(mount.handoff),
         mount
             .held_descriptors
             .map_or("half the fd limit".to_string(), |n| n.to_string())

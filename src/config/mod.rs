@@ -89,6 +89,9 @@ pub struct MountConfig {
     pub held_descriptors: Option<u64>,
     /// Which transport carries requests (see `fuse/uring/`).
     pub io_uring: IoUringMode,
+    /// Ring threads commit replies as SCHED_IDLE, so that the woken
+    /// caller stays on its CPU (see `fuse/uring/handoff.rs`).
+    pub handoff: bool,
 }
 
 /// `[mount] io_uring`: FUSE over io_uring, or the classic `/dev/fuse`
@@ -237,6 +240,7 @@ impl Default for MountConfig {
             xattrs: true,
             held_descriptors: None,
             io_uring: IoUringMode::Auto,
+            handoff: true,
         }
     }
 }

@@ -157,6 +157,7 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         "xattrs",
         "held_descriptors",
         "io_uring",
+        "handoff",
     ])?;
     let defaults = MountConfig::default();
     Ok(MountConfig {
@@ -180,6 +181,9 @@ pub(super) fn parse_mount(top: &Section) -> Result<MountConfig, ConfigError> {
         io_uring: section
             .value("io_uring", io_uring_mode)?
             .unwrap_or(defaults.io_uring),
+        handoff: section
+            .value("handoff", boolean)?
+            .unwrap_or(defaults.handoff),
     })
 }
 

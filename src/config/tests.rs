@@ -26,6 +26,7 @@ open_handles = false
 xattrs = false
 held_descriptors = 5000
 io_uring = "off"
+handoff = false
 
 [layout]
 kind = "cyrus"
@@ -116,6 +117,7 @@ fn full_example_parses_to_the_expected_config() {
             xattrs: false,
             held_descriptors: Some(5000),
             io_uring: IoUringMode::Off,
+            handoff: false,
         },
         layout: LayoutConfig::Cyrus {
             partition_depth: 2,

@@ -24,6 +24,8 @@ pub struct MountOptions {
     pub open_handles: Option<bool>,
     /// `io_uring=auto|on|off`; `None` keeps the configured value.
     pub io_uring: Option<IoUringMode>,
+    /// `handoff` / `nohandoff`; `None` keeps the configured value.
+    pub handoff: Option<bool>,
     /// Mount even if the mount point already is one.
     pub overmount: bool,
 }
@@ -70,6 +72,7 @@ Mount options, comma-separated, as in fstab. Accepted:
   spoolfs: allow_other, noallow_other, passthrough, nopassthrough, xattrs, noxattrs,
     open_handles, noopen_handles (a descriptor per open, as [mount] open_handles),
     io_uring=auto|on|off (the transport, as [mount] io_uring),
+    handoff, nohandoff (ring threads commit replies as SCHED_IDLE, as [mount] handoff),
     default_permissions (always on), overmount (mount even if the mount point
     already is a mount point);
   fstab only (ignored): defaults, auto, noauto, nofail, _netdev, user, user=...,
@@ -84,6 +87,7 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
         xattrs: None,
         open_handles: None,
         io_uring: None,
+        handoff: None,
         overmount: false,
     };
     for opt in options.unwrap_or("").split(',').map(str::trim) {
@@ -107,6 +111,8 @@ pub fn parse(options: Option<&str>) -> Result<MountOptions, String> {
             "noxattrs" => parsed.xattrs = Some(false),
             "open_handles" => parsed.open_handles = Some(true),
             "noopen_handles" => parsed.open_handles = Some(false),
+            "handoff" => parsed.handoff = Some(true),
+            "nohandoff" => parsed.handoff = Some(false),
             "overmount" => parsed.overmount = true,
             _ if opt.starts_with("io_uring=") => {
                 let value = &opt["io_uring=".len()..];

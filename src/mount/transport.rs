@@ -59,10 +59,14 @@ pub fn start(
     if !offer.offered() {
         return refused("the kernel did not offer FUSE_OVER_IO_URING at INIT".into());
     }
-    match uring::start(handler, dev, config.mount.threads) {
+    match uring::start(handler, dev, config.mount.threads, config.mount.handoff) {
         Ok(rings) => {
+            let replies = match &rings.not_handed_off {
+                None => "replies handed off (committed as SCHED_IDLE)".to_string(),
+                Some(why) => format!("replies committed as ordinary threads: {why}"),
+            };
             info!(
-                "requests over io_uring: {} queues, {} threads on each online CPU's",
+                "requests over io_uring: {} queues, {} threads on each online CPU's; {replies}",
                 rings.queues, rings.per_queue
             );
             Ok(Some(rings))

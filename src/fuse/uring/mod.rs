@@ -12,10 +12,12 @@
 //! - `dispatch.rs` decode, serve, encode
 //! - `queue.rs`    one thread, one ring, one entry
 //! - `backing.rs`  passthrough backing files registered for ring opens
+//! - `handoff.rs`  replies committed as SCHED_IDLE, so the caller keeps its CPU
 
 mod abi;
 mod backing;
 mod dispatch;
+mod handoff;
 mod queue;
 
 use std::os::fd::OwnedFd;
@@ -91,6 +93,9 @@ pub struct Rings {
     threads: Vec<JoinHandle<()>>,
     pub queues: usize,
     pub per_queue: usize,
+    /// Why replies are committed as ordinary threads, if they are (see
+    /// `handoff.rs`).
+    pub not_handed_off: Option<String>,
 }
 
 impl Rings {
@@ -112,24 +117,39 @@ impl Rings {
 /// Spreads `threads` serving threads (one entry each) over the queues of
 /// the online CPUs, at least one per queue, and gives every other possible
 /// CPU's queue one (the kernel needs them all before it uses the ring);
-/// each thread is pinned to its CPU. Returns once every entry is
-/// registered, or with the kernel's refusal.
-pub fn start(handler: Arc<Handler>, dev: OwnedFd, threads: usize) -> Result<Rings, String> {
+/// each thread is pinned to its CPU and, with `handoff`, commits replies
+/// as SCHED_IDLE where this process may (see `handoff.rs`). Returns once
+/// every entry is registered, or with the kernel's refusal.
+pub fn start(
+    handler: Arc<Handler>,
+    dev: OwnedFd,
+    threads: usize,
+    handoff: bool,
+) -> Result<Rings, String> {
     let dev = backing::DevFuse::new(dev);
     let possible = cpu_count("/sys/devices/system/cpu/possible")?;
     let online = cpu_list("/sys/devices/system/cpu/online").unwrap_or_default();
     let per_queue = threads.div_ceil(online.len().max(1)).max(1);
+    let counts: Vec<usize> = (0..possible)
+        .map(|qid| if online.contains(&qid) { per_queue } else { 1 })
+        .collect();
+    let (handoff, why_not) = match handoff.then(|| handoff::Handoff::start(counts.iter().sum())) {
+        None => (None, Some("handoff is off".to_string())),
+        Some(Ok(started)) => (Some(started), None),
+        Some(Err(why)) => (None, Some(why)),
+    };
     let (tx, rx) = mpsc::channel();
     let mut spawned_threads = Vec::new();
-    for qid in 0..possible {
-        let count = if online.contains(&qid) { per_queue } else { 1 };
+    for (qid, &count) in counts.iter().enumerate() {
         for i in 0..count {
             let (handler, dev, tx) = (handler.clone(), dev.clone(), tx.clone());
+            let slot = (handoff.clone(), spawned_threads.len());
             let spawned = std::thread::Builder::new()
                 .name(format!("ring-{qid}.{i}"))
                 .spawn(move || {
                     pin_to_cpu(qid);
-                    queue::run(qid as u16, MAX_PAYLOAD, handler, dev, tx);
+                    let turn = slot.0.map(|h| h.turn(slot.1));
+                    queue::run(qid as u16, MAX_PAYLOAD, handler, dev, tx, turn);
                 })
                 .map_err(|e| format!("cannot start a ring thread: {e}"))?;
             spawned_threads.push(spawned);
@@ -147,6 +167,7 @@ pub fn start(handler: Arc<Handler>, dev: OwnedFd, threads: usize) -> Result<Ring
         threads: spawned_threads,
         queues: possible,
         per_queue,
+        not_handed_off: why_not,
     })
 }
 

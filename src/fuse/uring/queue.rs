@@ -19,6 +19,7 @@ use log::{debug, error};
 use super::abi::{self, Wire};
 use super::backing::DevFuse;
 use super::dispatch;
+use super::handoff::Turn;
 use crate::fuse::handler::Handler;
 
 /// `fuse_uring_req_header`, aligned for the integers in it.
@@ -156,6 +157,7 @@ pub fn run(
     handler: Arc<Handler>,
     dev: DevFuse,
     registered: Sender<io::Result<()>>,
+    handoff: Option<Turn>,
 ) {
     let mut entry = RingEntry::new(payload_size);
     // One thread submits and reaps this ring (SINGLE_ISSUER), and it only
@@ -213,6 +215,12 @@ pub fn run(
         if let Err(e) = submit(&mut ring, &commit) {
             error!("ring queue {qid}: {e}");
             return;
+        }
+        // With a hand-off the commit is submitted on its own, as
+        // SCHED_IDLE, and the wait that follows is an ordinary one. An
+        // error leaves the entry queued for that wait to submit and report.
+        if let Some(turn) = &handoff {
+            let _ = turn.commit(|| ring.submit());
         }
     }
 }

@@ -32,6 +32,7 @@ fn config(state_dir: &Path) -> Config {
             xattrs: true,
             held_descriptors: None,
             io_uring: IoUringMode::Off,
+            handoff: false,
         },
         layout: LayoutConfig::None,
         quota: QuotaConfig {
