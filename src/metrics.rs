@@ -204,6 +204,10 @@ impl Metrics {
         self.handoff_rescues.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn handoff_rescues(&self) -> u64 {
+        self.handoff_rescues.load(Ordering::Relaxed)
+    }
+
     /// Counts an `EDQUOT` refusal of `op` charged to `tenant`.
     pub fn refusal(&self, tenant: Option<&str>, op: Op) {
         let tenant = tenant.unwrap_or("");
@@ -332,7 +336,7 @@ impl Snapshot {
             refusals: metrics.refusal_samples(),
             scan: metrics.scan(),
             over_io_uring: metrics.over_io_uring(),
-            handoff_rescues: metrics.handoff_rescues.load(Ordering::Relaxed),
+            handoff_rescues: metrics.handoff_rescues(),
         }
     }
 

@@ -15,20 +15,25 @@
 //! request) would wait behind them, and the caller would be woken
 //! elsewhere anyway: under four Cyrus LMTP connections on two CPUs,
 //! committing as `SCHED_IDLE` every time cost a tenth of the delivery
-//! rate. Such tasks take the CPU the moment the thread turns
-//! `SCHED_IDLE`, before it commits, which the thread sees as a slow
-//! switch: it then commits as an ordinary thread and stays out of the
-//! hand-off for a while (`HOLD`, doubling up to `BACKOFF` while the CPU
-//! stays busy). Work that arrives during the commit is left to a guard
-//! thread, which puts a thread held in its commit longer than `GRACE`
-//! back to `SCHED_OTHER` and keeps it out of the hand-off for `BACKOFF`.
-//! The thread waits for and serves requests as an ordinary thread.
+//! rate. Such tasks may take the CPU as soon as the thread turns
+//! `SCHED_IDLE`, before it commits; the thread notices a switch that took
+//! long (it was preempted, or its vCPU was), leaves the commit to the
+//! ordinary wait that follows, and stays out of the hand-off for a while
+//! (`HOLD`, doubling up to `BACKOFF` while that goes on). Work that
+//! arrives during the commit is left to a guard thread, which puts a
+//! thread held in its commit longer than `GRACE` back to `SCHED_OTHER`
+//! and keeps it out of the hand-off for `BACKOFF`.
+//!
+//! The thread turns `SCHED_IDLE` only around the submission of the
+//! commit and is an ordinary thread again before it waits for or serves
+//! a request; a thread started with another policy (`chrt`, systemd's
+//! `CPUSchedulingPolicy=`) keeps it and never hands off.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, error};
 
 use crate::metrics;
 
@@ -37,8 +42,8 @@ use crate::metrics;
 const GRACE: Duration = Duration::from_millis(3);
 /// How long a rescued thread commits as an ordinary thread.
 const BACKOFF: Duration = Duration::from_secs(1);
-/// A switch to `SCHED_IDLE` slower than this was preempted: other tasks
-/// wanted the CPU. The call itself takes about a microsecond.
+/// A switch to `SCHED_IDLE` slower than this was preempted. The call
+/// itself takes about a microsecond.
 const SLOW_SWITCH: Duration = Duration::from_micros(30);
 /// How long a thread that found its CPU busy first stays out.
 const HOLD: Duration = Duration::from_millis(16);
@@ -46,25 +51,31 @@ const HOLD: Duration = Duration::from_millis(16);
 /// `QUIET_POLL` while none come.
 const POLL: Duration = Duration::from_millis(2);
 const QUIET_POLL: Duration = Duration::from_millis(64);
+/// `hold_until` of a thread that never hands off.
+const NEVER: u64 = u64::MAX;
 
 /// The hand-off state of every ring thread, shared with the guard.
 pub struct Handoff {
     slots: Box<[Slot]>,
     epoch: Instant,
+    stopped: AtomicBool,
 }
 
 /// One ring thread's state. Only that thread writes `commits`; the guard
 /// reads it to see whether requests flow.
 #[derive(Default)]
 struct Slot {
-    tid: AtomicI32,
-    /// When the thread turned `SCHED_IDLE` (ns since `epoch`, at least 1);
-    /// 0 while it is an ordinary thread.
+    /// The thread's id while its `Turn` lives, else 0. The guard changes
+    /// a thread's policy only while holding this lock, and the `Turn`
+    /// clears it under the lock before the thread ends, so the guard
+    /// never acts on an id that may name another thread by then.
+    tid: Mutex<i32>,
+    /// When the thread began its `SCHED_IDLE` commit (ns since `epoch`,
+    /// at least 1); 0 outside one.
     idle_since: AtomicU64,
-    /// Until when (ns since `epoch`) it must commit as an ordinary thread.
+    /// Until when (ns since `epoch`) it commits as an ordinary thread.
     hold_until: AtomicU64,
-    /// The next hold after a slow switch (ns; 0 for `HOLD`). Only the
-    /// thread itself uses it.
+    /// The next hold after a slow switch (ns; 0 for `HOLD`).
     next_hold: AtomicU64,
     commits: AtomicU64,
 }
@@ -84,6 +95,7 @@ impl Handoff {
         let handoff = Arc::new(Handoff {
             slots: (0..threads).map(|_| Slot::default()).collect(),
             epoch: Instant::now(),
+            stopped: AtomicBool::new(false),
         });
         let watched = handoff.clone();
         std::thread::Builder::new()
@@ -93,11 +105,21 @@ impl Handoff {
         Ok(handoff)
     }
 
+    /// Ends the guard (the ring threads are gone, or never all started).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
     /// The slot of ring thread `index`, claimed by the calling thread.
     pub fn turn(self: &Arc<Handoff>, index: usize) -> Turn {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        self.slots[index].tid.store(tid, Ordering::Relaxed);
+        let slot = &self.slots[index];
+        // SAFETY: no preconditions.
+        let (tid, policy) = unsafe { (libc::gettid(), libc::sched_getscheduler(0)) };
+        *lock(&slot.tid) = tid;
+        if policy != libc::SCHED_OTHER {
+            debug!("ring thread {tid} keeps its scheduling policy {policy}: no hand-off");
+            slot.hold_until.store(NEVER, Ordering::Relaxed);
+        }
         Turn {
             handoff: self.clone(),
             index,
@@ -110,37 +132,55 @@ impl Handoff {
 }
 
 impl Turn {
-    /// Runs `commit` (the submission that answers a request) as
-    /// `SCHED_IDLE`, unless this thread is held out of the hand-off.
-    pub fn commit<T>(&self, commit: impl FnOnce() -> T) -> T {
-        let handoff = &self.handoff;
-        let slot = &handoff.slots[self.index];
-        let before = handoff.now();
+    /// Runs `submit` (the submission of a commit) as `SCHED_IDLE`, or,
+    /// while this thread is held out of the hand-off, returns `None` and
+    /// leaves the submission to the ordinary wait that follows.
+    pub fn hand_off<T>(&self, submit: impl FnOnce() -> T) -> Option<T> {
+        let slot = self.slot();
+        let before = self.handoff.now();
         slot.commits.fetch_add(1, Ordering::Relaxed);
         if before < slot.hold_until.load(Ordering::Relaxed) {
-            return commit();
+            return None;
         }
-        slot.idle_since.store(before, Ordering::Release);
         if set_policy(0, libc::SCHED_IDLE).is_err() {
-            slot.idle_since.store(0, Ordering::Release);
-            return commit();
+            slot.hold_until.store(NEVER, Ordering::Relaxed);
+            return None;
         }
-        let switched = handoff.now();
+        let idle = Idle(slot);
+        let switched = self.handoff.now();
         if switched - before > SLOW_SWITCH.as_nanos() as u64 {
-            self.leave_idle(slot);
+            drop(idle);
             slot.hold_off(switched);
-            return commit();
+            return None;
         }
         slot.next_hold.store(0, Ordering::Relaxed);
-        let result = commit();
-        self.leave_idle(slot);
-        result
+        slot.idle_since.store(before, Ordering::Release);
+        Some(submit())
     }
 
-    fn leave_idle(&self, slot: &Slot) {
-        // Zero: the guard took this turn and resets the policy itself.
-        if slot.idle_since.swap(0, Ordering::AcqRel) != 0 {
-            let _ = set_policy(0, libc::SCHED_OTHER);
+    fn slot(&self) -> &Slot {
+        &self.handoff.slots[self.index]
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *lock(&self.slot().tid) = 0;
+    }
+}
+
+/// The calling thread's `SCHED_IDLE` stretch; ends it when dropped, also
+/// on a panic.
+struct Idle<'a>(&'a Slot);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        // Also when the guard has taken this stretch: its reset may come
+        // after this thread has gone on to wait.
+        self.0.idle_since.store(0, Ordering::Release);
+        if let Err(e) = set_policy(0, libc::SCHED_OTHER) {
+            self.0.hold_until.store(NEVER, Ordering::Relaxed);
+            error!("a ring thread cannot leave SCHED_IDLE ({e}); it no longer hands off");
         }
     }
 }
@@ -153,18 +193,17 @@ impl Slot {
             0 => HOLD.as_nanos() as u64,
             n => n,
         };
-        self.hold_until.store(now + hold, Ordering::Relaxed);
+        self.hold_until.fetch_max(now + hold, Ordering::Relaxed);
         let next = (hold * 2).min(BACKOFF.as_nanos() as u64);
         self.next_hold.store(next, Ordering::Relaxed);
     }
 }
 
-/// Watches the ring threads until they are gone (the guard then holds the
-/// last reference).
+/// Watches the ring threads until they are gone.
 fn guard(handoff: Arc<Handoff>) {
     let mut poll = POLL;
     let mut seen = 0;
-    while Arc::strong_count(&handoff) > 1 {
+    while !handoff.stopped.load(Ordering::Relaxed) && Arc::strong_count(&handoff) > 1 {
         std::thread::sleep(poll);
         let commits: u64 = handoff
             .slots
@@ -186,29 +225,35 @@ fn guard(handoff: Arc<Handoff>) {
 fn rescue_held(handoff: &Handoff) {
     let now = handoff.now();
     let grace = GRACE.as_nanos() as u64;
+    let backoff = BACKOFF.as_nanos() as u64;
     for slot in handoff.slots.iter() {
         let since = slot.idle_since.load(Ordering::Acquire);
         if since == 0 || now.saturating_sub(since) <= grace {
             continue;
         }
-        if slot
+        let tid = lock(&slot.tid);
+        let taken = slot
             .idle_since
             .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            continue; // it finished meanwhile
+            .is_ok();
+        if *tid == 0 || !taken {
+            continue; // it finished meanwhile, or is gone
         }
-        slot.hold_until
-            .store(now + BACKOFF.as_nanos() as u64, Ordering::Relaxed);
-        let tid = slot.tid.load(Ordering::Relaxed);
-        let _ = set_policy(tid, libc::SCHED_OTHER);
+        slot.hold_until.fetch_max(now + backoff, Ordering::Relaxed);
+        slot.next_hold.store(backoff, Ordering::Relaxed);
+        let _ = set_policy(*tid, libc::SCHED_OTHER);
         metrics::global().handoff_rescued();
         debug!(
-            "ring thread {tid} waited {} µs for its CPU in a commit; it commits as an ordinary thread for {} s",
+            "ring thread {} waited {} µs for its CPU in a commit; it commits as an ordinary thread for {} s",
+            *tid,
             (now - since) / 1000,
             BACKOFF.as_secs()
         );
     }
+}
+
+fn lock(tid: &Mutex<i32>) -> std::sync::MutexGuard<'_, i32> {
+    tid.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether a thread here can turn `SCHED_IDLE` and back, tried on a
@@ -222,7 +267,8 @@ fn probe() -> Result<(), String> {
     tried.map_err(|e| format!("a thread cannot turn SCHED_IDLE and back ({e})"))
 }
 
-/// `sched_setscheduler` for thread `tid` (0: the calling thread).
+/// `sched_setscheduler` for thread `tid` (0: the calling thread); the nice
+/// value is kept.
 fn set_policy(tid: i32, policy: i32) -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid sched_param for the call's duration.
@@ -242,29 +288,65 @@ mod tests {
         unsafe { libc::sched_getscheduler(0) }
     }
 
+    /// The hand-off state, or `None` where this process may not switch
+    /// (an unprivileged `cargo test`).
+    fn started() -> Option<Arc<Handoff>> {
+        Handoff::start(1)
+            .map_err(|why| eprintln!("skipped: {why}"))
+            .ok()
+    }
+
+    /// Hands `submit` off, retrying while a slow switch (a busy test
+    /// machine) holds the thread back.
+    fn handed_off<T>(turn: &Turn, submit: impl Fn() -> T) -> T {
+        for _ in 0..50 {
+            if let Some(result) = turn.hand_off(&submit) {
+                return result;
+            }
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            std::thread::sleep(HOLD * 3);
+        }
+        panic!("held back 50 times in a row");
+    }
+
     #[test]
-    fn a_commit_runs_idle_and_ends_ordinary() {
-        let handoff = Handoff::start(1).expect("root or CAP_SYS_NICE in tests");
+    fn a_commit_runs_idle_and_the_thread_ends_ordinary() {
+        let Some(handoff) = started() else { return };
         let turn = handoff.turn(0);
-        assert_eq!(turn.commit(policy), libc::SCHED_IDLE);
+        assert_eq!(handed_off(&turn, policy), libc::SCHED_IDLE);
         assert_eq!(policy(), libc::SCHED_OTHER);
+        handoff.stop();
     }
 
     #[test]
     fn the_guard_frees_a_held_thread_and_holds_it_back() {
-        let handoff = Handoff::start(1).expect("probe");
+        let Some(handoff) = started() else { return };
         let turn = handoff.turn(0);
-        let after = turn.commit(|| {
-            // the guard acts after GRACE and at most one poll
+        let rescues = metrics::global().handoff_rescues();
+        let inside = handed_off(&turn, || {
+            // the guard acts after GRACE, within a poll or two
             std::thread::sleep(GRACE * 4 + POLL * 4);
             policy()
         });
-        assert_eq!(after, libc::SCHED_OTHER, "the guard put it back");
+        assert_eq!(inside, libc::SCHED_OTHER, "the guard put it back");
         assert_eq!(policy(), libc::SCHED_OTHER);
-        assert_eq!(
-            turn.commit(policy),
-            libc::SCHED_OTHER,
-            "held back after a rescue"
-        );
+        assert!(metrics::global().handoff_rescues() > rescues);
+        assert!(turn.hand_off(policy).is_none(), "held back after a rescue");
+        handoff.stop();
+    }
+
+    #[test]
+    fn a_thread_with_another_policy_keeps_it() {
+        let Some(handoff) = started() else { return };
+        let kept = std::thread::spawn(move || {
+            set_policy(0, libc::SCHED_BATCH).unwrap();
+            let turn = handoff.turn(0);
+            let handed = turn.hand_off(policy);
+            handoff.stop();
+            (handed, policy())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(kept, (None, libc::SCHED_BATCH));
     }
 }

@@ -96,20 +96,30 @@ pub struct Rings {
     /// Why replies are committed as ordinary threads, if they are (see
     /// `handoff.rs`).
     pub not_handed_off: Option<String>,
+    handoff: Option<Arc<handoff::Handoff>>,
 }
 
 impl Rings {
     /// Waits (bounded) for the queue threads to end after the kernel has
     /// ended the connection; a thread still blocked is left to the exit.
-    pub fn wait(self, limit: Duration) {
+    pub fn wait(mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if t.is_finished() {
                 let _ = t.join();
             }
+        }
+    }
+}
+
+impl Drop for Rings {
+    /// Ends the hand-off guard, also when not every entry registered.
+    fn drop(&mut self) {
+        if let Some(handoff) = &self.handoff {
+            handoff.stop();
         }
     }
 }
@@ -151,24 +161,29 @@ pub fn start(
                     let turn = slot.0.map(|h| h.turn(slot.1));
                     queue::run(qid as u16, MAX_PAYLOAD, handler, dev, tx, turn);
                 })
-                .map_err(|e| format!("cannot start a ring thread: {e}"))?;
+                .map_err(|e| {
+                    handoff.iter().for_each(|h| h.stop());
+                    format!("cannot start a ring thread: {e}")
+                })?;
             spawned_threads.push(spawned);
         }
     }
     drop(tx);
-    for _ in 0..spawned_threads.len() {
+    let rings = Rings {
+        threads: spawned_threads,
+        queues: possible,
+        per_queue,
+        not_handed_off: why_not,
+        handoff,
+    };
+    for _ in 0..rings.threads.len() {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("the kernel refused a ring entry: {e}")),
             Err(_) => return Err("a ring thread did not register in 10 s".into()),
         }
     }
-    Ok(Rings {
-        threads: spawned_threads,
-        queues: possible,
-        per_queue,
-        not_handed_off: why_not,
-    })
+    Ok(rings)
 }
 
 /// The kernel's `nr_cpu_ids`: one more than the highest possible CPU.

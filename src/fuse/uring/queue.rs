@@ -216,11 +216,11 @@ pub fn run(
             error!("ring queue {qid}: {e}");
             return;
         }
-        // With a hand-off the commit is submitted on its own, as
-        // SCHED_IDLE, and the wait that follows is an ordinary one. An
-        // error leaves the entry queued for that wait to submit and report.
+        // A hand-off submits the commit on its own, as SCHED_IDLE; the
+        // wait that follows is an ordinary one, and submits the commit
+        // itself when there was no hand-off or its submission failed.
         if let Some(turn) = &handoff {
-            let _ = turn.commit(|| ring.submit());
+            let _ = turn.hand_off(|| ring.submit());
         }
     }
 }
