@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use dashmap::{DashMap, DashSet};
 
 use super::SpoolFs;
 use super::file::OpenFile;
@@ -69,8 +69,9 @@ pub struct Handles {
     /// Inodes whose per-file descriptor stays until FORGET: their last
     /// name is gone (see `keep_open_past_last_name`). Kept per inode, not
     /// per descriptor, so that a read-only descriptor reopened read-write
-    /// meanwhile stays pinned too.
-    pinned: DashSet<u64>,
+    /// meanwhile stays pinned too; with the node, so that the FORGET of an
+    /// older node with the same number leaves the pin alone.
+    pinned: DashMap<u64, Arc<Node>>,
 }
 
 impl Handles {
@@ -124,7 +125,7 @@ impl Handles {
     /// one: no descriptor is closed while a map shard is locked.
     fn close_shared(&self, max: usize, closable: impl Fn(&OpenFile) -> bool) {
         let idle = |ino: &u64, f: &Arc<OpenFile>| {
-            Arc::strong_count(f) == 1 && !self.pinned.contains(ino) && closable(f)
+            Arc::strong_count(f) == 1 && !self.pinned.contains_key(ino) && closable(f)
         };
         let picked: Vec<u64> = self
             .shared
@@ -152,7 +153,7 @@ impl Handles {
         let ino = node.ino;
         self.shared
             .remove_if(&ino, |_, f| Arc::ptr_eq(&f.node, node));
-        self.pinned.remove(&ino);
+        self.pinned.remove_if(&ino, |_, n| Arc::ptr_eq(n, node));
     }
 
     /// Keeps at most `SHARED_CAP` per-file descriptors, closing first
@@ -224,9 +225,11 @@ impl SpoolFs {
         let node = self.inodes.by_key(&Key::of(st))?;
         // Held until pinned: a trim between the two would close it.
         let open = self.open_file(node.ino, NO_HANDLE).ok()?;
-        let pinned = self.handles.pinned.insert(node.ino);
+        let before = self.handles.pinned.insert(node.ino, node.clone());
         drop(open);
-        pinned.then_some(node.ino)
+        // Already pinned for this node: the pin is not this operation's.
+        let ours = !before.is_some_and(|n| Arc::ptr_eq(&n, &node));
+        ours.then_some(node.ino)
     }
 
     /// The name stayed after all (the unlink or rename failed).
@@ -267,5 +270,36 @@ impl SpoolFs {
     /// Whether the kernel is to open files without asking.
     pub fn open_handles(&self) -> bool {
         self.config.mount.open_handles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::inode::{Body, DirNode, InodeTable, Loc, ROOT_INO};
+
+    /// A node with the root's number: two of them stand for an old node
+    /// and the new one that took its number.
+    fn node() -> Arc<Node> {
+        let loc = Loc {
+            parent: ROOT_INO,
+            name: "d".into(),
+        };
+        Arc::new(InodeTable::root_node(Body::Dir(DirNode::new(
+            loc,
+            1,
+            Vec::new(),
+        ))))
+    }
+
+    #[test]
+    fn the_forget_of_an_older_node_leaves_the_pin_of_a_new_one() {
+        let handles = Handles::default();
+        let (old, new) = (node(), node());
+        handles.pinned.insert(new.ino, new.clone());
+        handles.forget(&old);
+        assert!(handles.pinned.contains_key(&new.ino), "the new node's pin");
+        handles.forget(&new);
+        assert!(!handles.pinned.contains_key(&new.ino));
     }
 }
