@@ -71,7 +71,8 @@ struct Slot {
     /// never acts on an id that may name another thread by then.
     tid: Mutex<i32>,
     /// When the thread began its `SCHED_IDLE` commit (ns since `epoch`,
-    /// at least 1); 0 outside one.
+    /// at least 1); 0 outside one. Set before the switch and cleared after
+    /// the switch back, so it covers every instant the thread is idle.
     idle_since: AtomicU64,
     /// Until when (ns since `epoch`) it commits as an ordinary thread.
     hold_until: AtomicU64,
@@ -142,7 +143,12 @@ impl Turn {
         if before < slot.hold_until.load(Ordering::Relaxed) {
             return None;
         }
+        // Published before the switch: the guard sees every instant the
+        // thread is SCHED_IDLE. Should it reset the thread before the
+        // switch takes effect, `Idle` still switches back.
+        slot.idle_since.store(before, Ordering::Release);
         if set_policy(0, libc::SCHED_IDLE).is_err() {
+            slot.idle_since.store(0, Ordering::Release);
             slot.hold_until.store(NEVER, Ordering::Relaxed);
             return None;
         }
@@ -154,7 +160,6 @@ impl Turn {
             return None;
         }
         slot.next_hold.store(0, Ordering::Relaxed);
-        slot.idle_since.store(before, Ordering::Release);
         Some(submit())
     }
 
@@ -175,13 +180,14 @@ struct Idle<'a>(&'a Slot);
 
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
-        // Also when the guard has taken this stretch: its reset may come
-        // after this thread has gone on to wait.
-        self.0.idle_since.store(0, Ordering::Release);
+        // Also when the guard has taken this stretch (its reset may come
+        // after this thread has gone on to wait), and before the stretch
+        // is marked over, so that the guard sees it until then.
         if let Err(e) = set_policy(0, libc::SCHED_OTHER) {
             self.0.hold_until.store(NEVER, Ordering::Relaxed);
             error!("a ring thread cannot leave SCHED_IDLE ({e}); it no longer hands off");
         }
+        self.0.idle_since.store(0, Ordering::Release);
     }
 }
 
