@@ -22,6 +22,16 @@ fn kernel_has_uring() -> bool {
     std::fs::read_to_string(PARAMETER).is_ok_and(|v| v.trim() == "Y")
 }
 
+/// Whether the kernel carries FUSE over io_uring, the only transport
+/// that hands off; says the test is skipped if not.
+fn uring_or_skip() -> bool {
+    let has = kernel_has_uring();
+    if !has {
+        eprintln!("skipped: needs FUSE over io_uring ({PARAMETER})");
+    }
+    has
+}
+
 fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -130,8 +140,7 @@ fn cpu_changes(options: &str) -> Option<(u64, u64)> {
 #[test]
 fn busy_cpus_neither_starve_the_mount_nor_keep_ring_threads_idle() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !kernel_has_uring() {
-        eprintln!("skipped: needs FUSE over io_uring ({PARAMETER})");
+    if !uring_or_skip() {
         return;
     }
     // The faster of two runs each: a machine hiccup can slow one.
@@ -188,8 +197,7 @@ fn beside_busy_cpus(options: &str) -> (Duration, Vec<(String, i64)>) {
 #[test]
 fn nohandoff_starts_no_guard_and_says_so() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !kernel_has_uring() {
-        eprintln!("skipped: needs FUSE over io_uring ({PARAMETER})");
+    if !uring_or_skip() {
         return;
     }
     let m = Spec::new(&["a"])

@@ -61,7 +61,7 @@ pub fn start(
     }
     match uring::start(handler, dev, config.mount.threads, config.mount.handoff) {
         Ok(rings) => {
-            let replies = match &rings.not_handed_off {
+            let replies = match rings.not_handed_off() {
                 None => "replies handed off (committed as SCHED_IDLE)".to_string(),
                 Some(why) => format!("replies committed as ordinary threads: {why}"),
             };

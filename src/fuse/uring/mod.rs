@@ -93,13 +93,17 @@ pub struct Rings {
     threads: Vec<JoinHandle<()>>,
     pub queues: usize,
     pub per_queue: usize,
-    /// Why replies are committed as ordinary threads, if they are (see
-    /// `handoff.rs`).
-    pub not_handed_off: Option<String>,
-    handoff: Option<Arc<handoff::Handoff>>,
+    /// The hand-off state, or why replies are committed as ordinary
+    /// threads (see `handoff.rs`).
+    handoff: Result<Arc<handoff::Handoff>, String>,
 }
 
 impl Rings {
+    /// Why replies are committed as ordinary threads, if they are.
+    pub fn not_handed_off(&self) -> Option<&str> {
+        self.handoff.as_ref().err().map(String::as_str)
+    }
+
     /// Waits (bounded) for the queue threads to end after the kernel has
     /// ended the connection; a thread still blocked is left to the exit.
     pub fn wait(mut self, limit: Duration) {
@@ -118,7 +122,7 @@ impl Rings {
 impl Drop for Rings {
     /// Ends the hand-off guard, also when not every entry registered.
     fn drop(&mut self) {
-        if let Some(handoff) = &self.handoff {
+        if let Ok(handoff) = &self.handoff {
             handoff.stop();
         }
     }
@@ -143,17 +147,22 @@ pub fn start(
     let counts: Vec<usize> = (0..possible)
         .map(|qid| if online.contains(&qid) { per_queue } else { 1 })
         .collect();
-    let (handoff, why_not) = match handoff.then(|| handoff::Handoff::start(counts.iter().sum())) {
-        None => (None, Some("handoff is off".to_string())),
-        Some(Ok(started)) => (Some(started), None),
-        Some(Err(why)) => (None, Some(why)),
+    let handoff = match handoff {
+        true => handoff::Handoff::start(counts.iter().sum()),
+        false => Err("handoff is off".to_string()),
+    };
+    // Made first, so that any early return stops the hand-off guard.
+    let mut rings = Rings {
+        threads: Vec::new(),
+        queues: possible,
+        per_queue,
+        handoff,
     };
     let (tx, rx) = mpsc::channel();
-    let mut spawned_threads = Vec::new();
     for (qid, &count) in counts.iter().enumerate() {
         for i in 0..count {
             let (handler, dev, tx) = (handler.clone(), dev.clone(), tx.clone());
-            let slot = (handoff.clone(), spawned_threads.len());
+            let slot = (rings.handoff.clone().ok(), rings.threads.len());
             let spawned = std::thread::Builder::new()
                 .name(format!("ring-{qid}.{i}"))
                 .spawn(move || {
@@ -161,21 +170,11 @@ pub fn start(
                     let turn = slot.0.map(|h| h.turn(slot.1));
                     queue::run(qid as u16, MAX_PAYLOAD, handler, dev, tx, turn);
                 })
-                .map_err(|e| {
-                    handoff.iter().for_each(|h| h.stop());
-                    format!("cannot start a ring thread: {e}")
-                })?;
-            spawned_threads.push(spawned);
+                .map_err(|e| format!("cannot start a ring thread: {e}"))?;
+            rings.threads.push(spawned);
         }
     }
     drop(tx);
-    let rings = Rings {
-        threads: spawned_threads,
-        queues: possible,
-        per_queue,
-        not_handed_off: why_not,
-        handoff,
-    };
     for _ in 0..rings.threads.len() {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
