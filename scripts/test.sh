@@ -73,6 +73,10 @@ if [ "${1:-}" != "--quick" ]; then
         --mount-options "$extra"
       passed=$((passed + 1))
     done
+    echo "== Dovecot end to end, maildir, INDEX and CONTROL outside the spool, SPOOLFS_IO_URING=$transport"
+    SPOOLFS_IO_URING=$transport python3 tests/dovecot/dovecot_e2e.py --format maildir \
+      --backend spoolfs --spoolfs-bin "$PWD/target/release/spoolfs" --local-index
+    passed=$((passed + 1))
   done
   # The Debian package: build, dpkg -i, mount through fstab, man -w,
   # dpkg -r / --purge (installs man-db if missing).
