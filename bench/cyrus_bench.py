@@ -18,7 +18,8 @@ the binary offers them.
 Usage (root; Cyrus is installed if missing, as by the end-to-end test):
   python3 bench/cyrus_bench.py [--rounds 3] [--messages 2000]
       [--mailboxes 100] [--domains 10] [--connections 4]
-      [--layout uuid|legacy] [--spoolfs-bin PATH] [--json-out FILE]
+      [--layout uuid|legacy] [--spoolfs-bin PATH] [--metapartition]
+      [--json-out FILE]
 
 Each round sets up a fresh private Cyrus (its own config, ports on
 127.0.0.1, spool) per target, so no round inherits another's caches or
@@ -100,7 +101,8 @@ class Round:
             mount_toml=(args.compare_toml if target == "spoolfs-b"
                         else args.mount_toml).replace(";", "\n"),
             # limits that are never reached: quota is on, not in the way
-            tenant_limit="1T", mailbox_limit="1T")
+            tenant_limit="1T", mailbox_limit="1T",
+            metapartition=args.metapartition)
         self.h = E2E.Harness(hargs)
 
     def run(self):
@@ -309,6 +311,10 @@ def main():
     ap.add_argument("--compare-toml", default=None, metavar="KEYS",
                     help="extra [mount] keys for a second spoolfs target "
                     "(spoolfs-b, same binary unless --compare-bin)")
+    ap.add_argument("--metapartition", action="store_true",
+                    help="every target keeps Cyrus's index, cache and "
+                    "expunge files on a metapartition outside its spool "
+                    "(the Cyrus how-to's faster layout)")
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--keep-logs", default=None, metavar="DIR",
                     help="copy each spoolfs round's daemon log into DIR")

@@ -60,6 +60,10 @@ if [ "${1:-}" != "--quick" ]; then
         --mount-toml "$extra"
       passed=$((passed + 1))
     done
+    echo "== Cyrus end to end, uuid layout, metadata on a metapartition, SPOOLFS_IO_URING=$transport"
+    SPOOLFS_IO_URING=$transport python3 tests/cyrus/cyrus_e2e.py --layout uuid \
+      --spool-backend spoolfs --spoolfs-bin "$PWD/target/release/spoolfs" --metapartition
+    passed=$((passed + 1))
   done
   # Dovecot 2.3 (LMTP + IMAP, virtual users) on a pattern layout, both of
   # its common storage formats; installs dovecot-* itself if missing

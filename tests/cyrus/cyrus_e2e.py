@@ -5,7 +5,7 @@ a plain directory (proves the harness) or a spoolfs mount (issue 4).
 Usage:
   python3 tests/cyrus/cyrus_e2e.py --layout uuid|legacy
       [--spool-backend plain|spoolfs] [--spoolfs-bin PATH]
-      [--messages N] [--seed N] [--keep]
+      [--messages N] [--seed N] [--keep] [--mount-toml KEYS] [--metapartition]
 
 Needs root.  Standard library only.  See tests/cyrus/README.md.
 """
@@ -505,10 +505,25 @@ class Harness:
             "lmtp_downcase_rcpt: yes",
             "lmtp_fuzzy_mailbox_match: yes",
             "umask: 077",
-        ]
+        ] + self.metapartition_lines()
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         os.chmod(self.conf, 0o644)
+
+    def metapartition_lines(self):
+        """With --metapartition: each mailbox's index, cache and expunge
+        files on the local filesystem beside the spool (the faster layout of
+        the README's Cyrus how-to). cyrus.header stays in the spool: spoolfs
+        learns each mailbox's owner from it."""
+        if not getattr(self.args, "metapartition", False):
+            return []
+        meta = f"{self.tmp}/meta"
+        mkdir_cyrus(meta)
+        lines = []
+        for part in ("default", "archive"):
+            mkdir_cyrus(f"{meta}/{part}")
+            lines.append(f"metapartition-{part}: {meta}/{part}")
+        return lines + ["metapartition_files: index cache expunge squat annotations"]
 
     def write_cyrus_conf(self):
         b, C = CYRUS_BIN, self.conf
@@ -756,8 +771,14 @@ state_dir = "{tmp}/state"
             check("/domain/" in path and "/uuid/" not in path,
                   f"{mbox}: legacy layout but path {path}")
         names = os.listdir(path)
-        check("cyrus.header" in names and "cyrus.index" in names,
-              f"{mbox}: {path} lacks cyrus.header/cyrus.index: {names}")
+        check("cyrus.header" in names, f"{mbox}: {path} lacks cyrus.header: "
+              f"{names}")
+        if getattr(self.args, "metapartition", False):
+            check("cyrus.index" not in names, f"{mbox}: cyrus.index in the "
+                  f"spool ({path}), not on the metapartition")
+        else:
+            check("cyrus.index" in names, f"{mbox}: {path} lacks "
+                  f"cyrus.index: {names}")
         if self.spoolfs_mode:
             want, here, other = self.backing_for(path)
             check(os.path.isdir(here), f"{mbox}: {path} not on backing "
@@ -1329,6 +1350,10 @@ def main():
                     help="extra [mount] keys, ';'-separated, e.g. "
                     "'xattrs = false' (the configuration the Cyrus how-to "
                     "recommends)")
+    ap.add_argument("--metapartition", action="store_true",
+                    help="Cyrus's index, cache and expunge files on a "
+                    "metapartition outside the spool (the Cyrus how-to's "
+                    "faster layout); cyrus.header stays in the spool")
     args = ap.parse_args()
     args.mount_toml = args.mount_toml.replace(";", "\n")
     if args.spoolfs_bin is None:
