@@ -515,7 +515,7 @@ class Harness:
         files on the local filesystem beside the spool (the faster layout of
         the README's Cyrus how-to). cyrus.header stays in the spool: spoolfs
         learns each mailbox's owner from it."""
-        if not getattr(self.args, "metapartition", False):
+        if not self.args.metapartition:
             return []
         meta = f"{self.tmp}/meta"
         mkdir_cyrus(meta)
@@ -773,7 +773,7 @@ state_dir = "{tmp}/state"
         names = os.listdir(path)
         check("cyrus.header" in names, f"{mbox}: {path} lacks cyrus.header: "
               f"{names}")
-        if getattr(self.args, "metapartition", False):
+        if self.args.metapartition:
             check("cyrus.index" not in names, f"{mbox}: cyrus.index in the "
                   f"spool ({path}), not on the metapartition")
         else:

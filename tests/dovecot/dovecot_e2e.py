@@ -364,15 +364,11 @@ class Harness:
     def mail_location(self):
         top = "Maildir" if self.fmt == "maildir" else "mdbox"
         location = f"{self.fmt}:{self.spool}/%d/%n/{top}"
-        if not getattr(self.args, "local_index", False):
+        if not self.args.local_index:
             return location
         # Dovecot's index and control files (uidlist, subscriptions) on the
         # local filesystem beside the spool, as the Dovecot how-to suggests
         # for speed: the mount then serves the messages alone.
-        for d in ("index", "control"):
-            p = f"{self.tmp}/{d}"
-            os.makedirs(p, exist_ok=True)
-            os.chown(p, self.mail.pw_uid, self.mail.pw_gid)
         return (f"{location}:INDEX={self.tmp}/index/%d/%n"
                 f":CONTROL={self.tmp}/control/%d/%n")
 
@@ -381,6 +377,10 @@ class Harness:
         for d in ("run", "state"):
             os.makedirs(f"{tmp}/{d}", exist_ok=True)
             os.chmod(f"{tmp}/{d}", 0o755)
+        if self.args.local_index:
+            for d in ("index", "control"):
+                os.makedirs(f"{tmp}/{d}", exist_ok=True)
+                os.chown(f"{tmp}/{d}", self.mail.pw_uid, self.mail.pw_gid)
         with open(f"{tmp}/users", "w") as f:
             for u in USERS:
                 f.write(f"{u}:{{PLAIN}}{PASSWORD}::::::\n")
@@ -621,6 +621,23 @@ state_dir = "{tmp}/state-spoolfs"
                 stray += [os.path.join(dirpath, n) for n in filenames]
             check(not stray, f"{user}: files on the wrong partition: "
                   f"{stray[:5]}")
+            self.check_index_place(user, here)
+
+    def check_index_place(self, user, spool_dir):
+        """Dovecot's index files are in the user's spool directory, or with
+        --local-index only in the local index directory."""
+        def indexes(top):
+            return [os.path.join(d, n) for d, _, names in os.walk(top)
+                    for n in names if n.startswith("dovecot.index")]
+        local, domain = user_parts(user)
+        in_spool = indexes(spool_dir)
+        if not self.args.local_index:
+            check(in_spool, f"{user}: no dovecot.index* in {spool_dir}")
+            return
+        check(not in_spool, f"{user}: index files in the spool with "
+              f"--local-index: {in_spool[:3]}")
+        kept = f"{self.tmp}/index/{domain}/{local}"
+        check(indexes(kept), f"{user}: no dovecot.index* in {kept}")
 
     # ---- IMAP -----------------------------------------------------------
 
